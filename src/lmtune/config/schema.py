@@ -1,0 +1,167 @@
+"""The run configuration. Every field has a docstring: `lmtune methods` and `lmtune config --help` print them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors, field docstrings become descriptions."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class ModelConfig(StrictModel):
+    name: str = "minilm"
+    """Backbone: a bundled name (`minilm`, `smollm2`), a local model folder, a `.gguf` file, or a hub id (online only)."""
+    gguf_file: str | None = None
+    """File name of a GGUF checkpoint inside the `name` folder (converted once to a cached safetensors folder)."""
+    pooling: Literal["auto", "mean", "cls", "last"] = "auto"
+    """How a sequence becomes one vector for a head: `auto` reads the backbone (sentence-transformers models say
+    mean; other encoders mean; decoders the last real token)."""
+    max_length: int = Field(128, gt=0)
+    """Inputs are cut to this many tokens."""
+
+
+class DataConfig(StrictModel):
+    train: str | None = None
+    """Training file (jsonl, json, csv, tsv) or, with `hub`, the split name."""
+    validation: str | None = None
+    """Validation file or split; when missing, `validation_fraction` of train is split off (seeded, stratified)."""
+    test: str | None = None
+    """Optional held-out test file or split, evaluated once at the end."""
+    hub: str | None = None
+    """A Hugging Face hub dataset name (needs internet); then train/validation/test name its splits."""
+    hub_subset: str | None = None
+    """The hub dataset's configuration name (e.g. `sst2` for `glue`)."""
+    format: Literal["auto", "jsonl", "json", "csv", "tsv"] = "auto"
+    """File format; `auto` reads the extension."""
+    text_column: str = "text"
+    """Column with the input text."""
+    text_pair_column: str | None = None
+    """Column with the second text of a pair (paraphrase, entailment); none for single texts."""
+    label_column: str = "label"
+    """Column with the label."""
+    labels: list[str] | None = None
+    """The label set, in order; read from the training data (sorted) when not given. Every label in every split
+    must belong to it."""
+    validation_fraction: float = Field(0.1, gt=0, lt=1)
+    """Share of the training data held out for validation when no validation split is given."""
+    max_train_samples: int | None = Field(None, gt=0)
+    """Use a seeded, stratified sample of this many training rows (quick runs, learning curves)."""
+    max_eval_samples: int | None = Field(None, gt=0)
+    """Evaluate on at most this many rows of validation/test."""
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_as_strings(cls, value: Any) -> Any:
+        return [str(v) for v in value] if isinstance(value, list) else value
+
+
+class TaskConfig(StrictModel):
+    name: Literal["classification"] = "classification"
+    """What the model learns to do. `classification`: one label per text or text pair."""
+
+
+class MethodConfig(StrictModel):
+    """Base of every strategy's config; each strategy file defines its own subclass with a `name` literal."""
+
+    name: str = "lora"
+    """The fine-tuning strategy; `lmtune methods` lists them all."""
+
+
+class TrainConfig(StrictModel):
+    epochs: float = Field(3.0, gt=0)
+    """Passes over the training data."""
+    max_steps: int | None = Field(None, gt=0)
+    """Stop after this many optimiser steps (overrides epochs)."""
+    batch_size: int = Field(32, gt=0)
+    """Training examples per step (per device)."""
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    """Steps whose gradients add up before one optimiser update."""
+    learning_rate: float | None = Field(None, gt=0)
+    """Peak learning rate; none takes the strategy's default (full fine-tuning wants ~5e-5, prompts ~1e-2)."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    """Share of steps spent warming the learning rate up."""
+    lr_scheduler: str = "linear"
+    """A transformers scheduler name: linear, cosine, constant, constant_with_warmup, ..."""
+    seed: int = 42
+    """Seeds data order, splits, dropout and new weights."""
+    early_stopping_patience: int | None = Field(None, gt=0)
+    """Stop when the validation metric has not improved for this many evaluations, and keep the best checkpoint."""
+    eval_every: Literal["epoch", "steps", "no"] = "epoch"
+    """When to evaluate and checkpoint during training."""
+    eval_steps: int = Field(100, gt=0)
+    """Steps between evaluations when `eval_every` is `steps`."""
+    logging_steps: int = Field(10, gt=0)
+    """Steps between loss log lines."""
+    resume: bool = False
+    """Continue a killed run from its last checkpoint (same run directory)."""
+    init_from: str | None = None
+    """A finished run directory of the same strategy and base model: start from its trained weights and train
+    further (works for p-tuning too, which PEFT cannot resume)."""
+    keep_checkpoints: bool = False
+    """Keep the intermediate checkpoints after a successful run (they are deleted by default to save disk)."""
+    save_total_limit: int = Field(2, gt=0)
+    """Checkpoints kept while training."""
+    num_threads: int | None = Field(None, gt=0)
+    """CPU threads for torch; none uses all cores."""
+    bf16: bool = False
+    """Train in bfloat16 mixed precision (GPUs and recent CPUs)."""
+    progress: bool = True
+    """Show a progress bar with rate and ETA."""
+
+
+class EvalConfig(StrictModel):
+    batch_size: int = Field(64, gt=0)
+    """Examples per evaluation batch."""
+    metric: str = "accuracy"
+    """The metric that picks the best checkpoint and stops early (`accuracy`, `macro_f1`, `roc_auc`, `pr_auc`, `loss`)."""
+
+
+class OutputConfig(StrictModel):
+    dir: str = "runs"
+    """Folder that holds run directories."""
+    name: str | None = None
+    """Run directory name inside `dir`; defaults to the strategy name."""
+    overwrite: bool = False
+    """Replace an existing finished run of the same name."""
+
+
+class RunConfig(StrictModel):
+    """One fine-tuning run: which backbone, which data, which task, which strategy, how to train."""
+
+    model: ModelConfig = ModelConfig()
+    """The pretrained backbone."""
+    data: DataConfig = DataConfig()
+    """Where the data is and which columns hold what."""
+    task: TaskConfig = TaskConfig()
+    """What the model learns to do."""
+    method: SerializeAsAny[MethodConfig] = MethodConfig()
+    """The fine-tuning strategy and its options (`method.name` picks it)."""
+    train: TrainConfig = TrainConfig()
+    """Optimisation and checkpointing."""
+    eval: EvalConfig = EvalConfig()
+    """Evaluation settings."""
+    output: OutputConfig = OutputConfig()
+    """Where the run directory goes."""
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _strategy_config(cls, value: Any) -> Any:
+        # The strategy registry decides which config class validates `method`, so new strategies need no edit here.
+        from lmtune.methods import method_config_class
+
+        if isinstance(value, MethodConfig) and type(value) is not MethodConfig:
+            return value
+        raw = value.model_dump() if isinstance(value, MethodConfig) else value
+        if not isinstance(raw, dict):
+            raise ValueError("method must be a mapping such as {name: lora, rank: 8}")
+        return method_config_class(raw.get("name", "lora")).model_validate(raw)
+
+    def run_dir_name(self) -> str:
+        return self.output.name or self.method.name

@@ -1,0 +1,1 @@
+"""Data: local files (or hub datasets) through `datasets`, label sets, validation splits."""

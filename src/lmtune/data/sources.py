@@ -1,0 +1,58 @@
+"""Read tables from local files (jsonl, json, csv, tsv) or the hub into `datasets.Dataset`s."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import datasets
+
+from lmtune.config.schema import DataConfig
+from lmtune.errors import LmtuneError
+
+FORMAT_BY_SUFFIX = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".txt": "tsv"}
+
+
+def file_format(path: Path, declared: str) -> str:
+    if declared != "auto":
+        return declared
+    fmt = FORMAT_BY_SUFFIX.get(path.suffix.lower())
+    if fmt is None:
+        raise LmtuneError(f"cannot tell the format of {path} from its extension; set data.format (jsonl, json, csv, tsv)")
+    return fmt
+
+
+def read_file(path_text: str, declared_format: str = "auto") -> datasets.Dataset:
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise LmtuneError(f"data file {path} does not exist; check data.train/validation/test (paths are relative to where you run lmtune)")
+    fmt = file_format(path, declared_format)
+    datasets.disable_progress_bars()
+    try:
+        if fmt in ("jsonl", "json"):
+            table = datasets.load_dataset("json", data_files=str(path), split="train")
+        elif fmt == "csv":
+            table = datasets.load_dataset("csv", data_files=str(path), split="train")
+        else:
+            # TSV files (GLUE's among them) do not quote fields: a lone " is text, not a quote.
+            table = datasets.load_dataset(
+                "csv", data_files=str(path), split="train", sep="\t", quoting=csv.QUOTE_NONE, encoding="utf-8-sig"
+            )
+    except Exception as err:  # noqa: BLE001 - parse errors come in many types; the fix is the same
+        raise LmtuneError(f"cannot read {path} as {fmt}: {err}") from None
+    finally:
+        datasets.enable_progress_bars()
+    return table
+
+
+def read_split(cfg: DataConfig, which: str) -> datasets.Dataset | None:
+    """The table for `which` (train/validation/test): a file, or a hub split when `data.hub` is set."""
+    source = getattr(cfg, which)
+    if source is None:
+        return None
+    if cfg.hub:
+        try:
+            return datasets.load_dataset(cfg.hub, cfg.hub_subset, split=source)
+        except Exception as err:  # noqa: BLE001
+            raise LmtuneError(f"cannot load hub dataset {cfg.hub}/{cfg.hub_subset} split {source!r}: {err}") from None
+    return read_file(source, cfg.format)

@@ -1,0 +1,36 @@
+"""`lmtune eval RUN`: re-evaluate a finished run on its splits (or a new file) and record the result."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from lmtune.errors import LmtuneError
+from lmtune.evaluate.evaluator import evaluate_split
+from lmtune.io import write_json
+from lmtune.train import rundir
+from lmtune.train.artifacts import load_run
+
+
+def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list[str] | None = None) -> dict[str, Any]:
+    loaded = load_run(run_dir, overrides)
+    task, cfg = loaded.task, loaded.config
+    splits = task.load_data()
+    table = getattr(splits, split, None)
+    if table is None:
+        raise LmtuneError(f"{run_dir} has no {split} split; give one with data.{split}=<file>")
+    metrics = evaluate_split(loaded.model, task, table, cfg.eval.batch_size)
+    record(Path(run_dir), split, metrics, getattr(cfg.data, split) or "held out from data.train")
+    return metrics
+
+
+def record(run_dir: Path, split: str, metrics: dict[str, Any], source: str) -> None:
+    """Keep re-evaluations beside the training-time numbers, under `evaluations`."""
+    path = run_dir / rundir.METRICS_FILE
+    data = json.loads(path.read_text())
+    data.setdefault("evaluations", []).append(
+        {"split": split, "source": source, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **metrics}
+    )
+    write_json(path, data)

@@ -1,0 +1,86 @@
+"""The strategy interface and its registry.
+
+A strategy turns a task model (a pretrained body plus a new task head) into a trainable one and knows how to
+save, load and export what it trained. Shared code (trainer, evaluator, server) only talks to this interface.
+"""
+
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+import torch
+
+from lmtune.config.schema import MethodConfig
+
+if TYPE_CHECKING:
+    from lmtune.tasks.base import TaskModel
+
+ServeKind = Literal["weight_delta", "virtual_tokens", "kv_prefix", "head", "full_model"]
+
+
+class Strategy(ABC):
+    """One fine-tuning strategy. Subclasses live one per file and register with `@register_strategy`."""
+
+    name: ClassVar[str]
+    config_cls: ClassVar[type[MethodConfig]]
+    serve_kind: ClassVar[ServeKind]
+    default_learning_rate: ClassVar[float]
+    summary: ClassVar[str] = ""
+
+    def __init__(self, cfg: MethodConfig):
+        self.cfg = cfg
+
+    @abstractmethod
+    def apply(self, model: TaskModel) -> TaskModel:
+        """Freeze what must stay frozen and add the trainable parameters. The task head always trains."""
+
+    @abstractmethod
+    def save(self, model: TaskModel, directory: Path) -> list[Path]:
+        """Write what this strategy trained (not the head) into `directory`; return the files written."""
+
+    @abstractmethod
+    def load(self, model: TaskModel, directory: Path, trainable: bool = False) -> TaskModel:
+        """Rebuild the trained model from a fresh (un-applied) task model and the files `save` wrote.
+        `trainable=True` makes it ready to train further (`train.init_from`)."""
+
+    @abstractmethod
+    def export(self, model: TaskModel) -> dict[str, torch.Tensor]:
+        """The serving form of what was trained (the body's part; the head is exported by the task)."""
+
+    def describe(self) -> str:
+        """One line on what gets trained, for logs and `lmtune methods`."""
+        return self.summary
+
+
+_STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: the one line that makes a strategy known to the config, the CLI and the tests."""
+    if cls.name in _STRATEGIES:
+        raise ValueError(f"strategy {cls.name!r} is registered twice")
+    _STRATEGIES[cls.name] = cls
+    return cls
+
+
+def registered_strategies() -> dict[str, type[Strategy]]:
+    return dict(_STRATEGIES)
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    if name not in _STRATEGIES:
+        close = difflib.get_close_matches(str(name), list(_STRATEGIES), n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ValueError(f"unknown method {name!r}; {hint}known methods: {', '.join(sorted(_STRATEGIES))}")
+    return _STRATEGIES[name]
+
+
+def method_config_class(name: str) -> type[MethodConfig]:
+    return strategy_class(name).config_cls
+
+
+def build_strategy(cfg: MethodConfig) -> Strategy:
+    return strategy_class(cfg.name)(cfg)

@@ -1,0 +1,46 @@
+"""Full fine-tuning: every weight of the backbone trains."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from lmtune.config.schema import MethodConfig
+from lmtune.io import move_dir_contents_atomically
+from lmtune.methods.base import Strategy, register_strategy
+
+
+class FullConfig(MethodConfig):
+    name: Literal["full"] = "full"
+    """Full fine-tuning: every weight trains; the artifact is a whole model folder."""
+
+
+@register_strategy
+class Full(Strategy):
+    name = "full"
+    config_cls = FullConfig
+    serve_kind = "full_model"
+    default_learning_rate = 5e-5
+    summary = "every backbone weight trains; saved as a complete model folder"
+
+    def apply(self, model):
+        for parameter in model.body.parameters():
+            parameter.requires_grad_(True)
+        return model
+
+    def save(self, model, directory: Path) -> list[Path]:
+        tmp = directory / ".model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.body.save_pretrained(tmp)
+        model.tokenizer.save_pretrained(tmp)
+        return move_dir_contents_atomically(tmp, directory / "model")
+
+    def load(self, model, directory: Path, trainable: bool = False):
+        model.body = type(model.body).from_pretrained(directory / "model")
+        return self.apply(model) if trainable else model
+
+    def export(self, model) -> dict[str, torch.Tensor]:
+        return dict(model.body.state_dict())

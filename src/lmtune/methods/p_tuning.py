@@ -1,0 +1,72 @@
+"""P-tuning through PEFT's prompt encoder (MLP or LSTM), plus what PEFT lacks: the encoder's input embeddings
+initialised from a hand-written prompt, and runs that can be trained further (`train.init_from`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, TaskType
+from pydantic import Field
+
+from lmtune.config.schema import MethodConfig
+from lmtune.methods._peft import PeftStrategy
+from lmtune.methods.base import register_strategy
+
+
+class PTuningMethodConfig(MethodConfig):
+    name: Literal["p_tuning"] = "p_tuning"
+    """P-tuning: a small MLP/LSTM prompt encoder produces the virtual tokens; the model stays frozen (PEFT)."""
+    num_virtual_tokens: int = Field(20, gt=0)
+    """Number of virtual tokens the encoder produces."""
+    encoder: Literal["mlp", "lstm"] = "mlp"
+    """Prompt encoder type."""
+    encoder_hidden_size: int = Field(128, gt=0)
+    """Hidden size of the prompt encoder."""
+    encoder_num_layers: int = Field(2, gt=0)
+    """LSTM layers (the MLP always has two)."""
+    encoder_dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout inside the prompt encoder."""
+    init_text: str | None = None
+    """A hand-written prompt whose token embeddings become the encoder's input embeddings (repeated to fill
+    `num_virtual_tokens`); none keeps PEFT's random start."""
+
+
+ENCODERS = {"mlp": PromptEncoderReparameterizationType.MLP, "lstm": PromptEncoderReparameterizationType.LSTM}
+
+
+@register_strategy
+class PTuning(PeftStrategy):
+    name = "p_tuning"
+    config_cls = PTuningMethodConfig
+    serve_kind = "virtual_tokens"
+    default_learning_rate = 3e-3
+    keeps_training_state = True  # PEFT keeps only the encoder's output; the encoder itself is needed to train on
+    summary = "a prompt encoder (MLP/LSTM) produces virtual tokens; optional init from a hand-written prompt"
+
+    def peft_config(self, model) -> PromptEncoderConfig:
+        cfg = self.cfg
+        return PromptEncoderConfig(
+            task_type=TaskType.FEATURE_EXTRACTION,
+            num_virtual_tokens=cfg.num_virtual_tokens,
+            encoder_reparameterization_type=ENCODERS[cfg.encoder],
+            encoder_hidden_size=cfg.encoder_hidden_size,
+            encoder_num_layers=cfg.encoder_num_layers,
+            encoder_dropout=cfg.encoder_dropout,
+        )
+
+    def after_wrap(self, model) -> None:
+        if self.cfg.init_text:
+            init_from_text(model, self.cfg.init_text)
+
+
+@torch.no_grad()
+def init_from_text(model, text: str) -> None:
+    """Copy the prompt's token embeddings into the encoder's input embedding, cycling to fill every token."""
+    token_ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not token_ids:
+        raise ValueError("method.init_text tokenises to nothing; write a prompt with words in it")
+    encoder_input = model.body.prompt_encoder["default"].embedding.weight
+    ids = torch.tensor(token_ids, device=encoder_input.device).repeat(encoder_input.size(0) // len(token_ids) + 1)
+    word_embeddings = model.body.get_input_embeddings()
+    encoder_input.copy_(word_embeddings(ids[: encoder_input.size(0)]).to(encoder_input.dtype))

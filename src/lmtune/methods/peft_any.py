@@ -1,0 +1,76 @@
+"""Any other PEFT method by its PEFT config (IA3, LoHa, LoKr, VeRA, AdaLoRA, OFT, BOFT, FourierFT, ...)."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any, Literal
+
+from peft import PeftConfig, TaskType
+from peft.utils import PeftType
+from pydantic import field_validator, model_validator
+
+from lmtune.config.schema import MethodConfig
+from lmtune.methods._peft import PeftStrategy
+from lmtune.methods.base import register_strategy
+
+
+def _peft_config_class(peft_type: str) -> type[PeftConfig]:
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    return PEFT_TYPE_TO_CONFIG_MAPPING[PeftType(peft_type)]
+
+
+class AnyPeftConfig(MethodConfig):
+    name: Literal["peft"] = "peft"
+    """Any PEFT method by its PEFT type and config options."""
+    peft_type: str = "IA3"
+    """PEFT's method name: IA3, LOHA, LOKR, VERA, ADALORA, OFT, BOFT, FOURIERFT, LN_TUNING, ..."""
+    options: dict[str, Any] = {}
+    """Keyword arguments for that PEFT config class (e.g. {target_modules: [query, value], r: 8}); `task_type`
+    is set by lmtune."""
+    learning_rate_hint: float = 1e-3
+    """Learning rate used when train.learning_rate is not given."""
+
+    @field_validator("peft_type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        value = value.upper()
+        known = [t.value for t in PeftType]
+        if value not in known:
+            close = difflib.get_close_matches(value, known, n=1, cutoff=0.5)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ValueError(f"unknown PEFT type {value!r}; {hint}known: {', '.join(known)}")
+        return value
+
+    @model_validator(mode="after")
+    def _known_options(self):
+        fields = {f.name for f in dataclasses.fields(_peft_config_class(self.peft_type))}
+        for key in self.options:
+            if key not in fields or key == "task_type":
+                close = difflib.get_close_matches(key, sorted(fields), n=1, cutoff=0.5)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ValueError(f"{self.peft_type} has no option {key!r}{hint}")
+        return self
+
+
+@register_strategy
+class AnyPeft(PeftStrategy):
+    name = "peft"
+    config_cls = AnyPeftConfig
+    summary = "any PEFT method, configured with PEFT's own options"
+
+    @property
+    def default_learning_rate(self) -> float:  # type: ignore[override]
+        return self.cfg.learning_rate_hint
+
+    @property
+    def serve_kind(self):  # type: ignore[override]
+        config_cls = _peft_config_class(self.cfg.peft_type)
+        if self.cfg.peft_type == "PREFIX_TUNING":
+            return "kv_prefix"
+        return "virtual_tokens" if config_cls().is_prompt_learning else "weight_delta"
+
+    def peft_config(self, model) -> PeftConfig:
+        config_cls = _peft_config_class(self.cfg.peft_type)
+        return config_cls(task_type=TaskType.FEATURE_EXTRACTION, **self.cfg.options)

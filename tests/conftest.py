@@ -1,0 +1,70 @@
+"""Shared fixtures: learnable toy data, tiny random models of three architectures, quick configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+POSITIVE = "great excellent lovely superb wonderful happy".split()
+NEGATIVE = "awful bad terrible poor broken sad".split()
+FILLER = "the a this product item it was is very really quite and so".split()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    os.environ["LMTUNE_CACHE"] = str(tmp_path_factory.mktemp("lmtune-cache"))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    torch.set_num_threads(1)
+
+
+def toy_rows(count: int, seed: int = 0) -> list[dict]:
+    """Two classes told apart by one sentiment word among filler words: learnable in a few steps."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        label = "pos" if i % 2 == 0 else "neg"
+        words = rng.choices(FILLER, k=rng.randint(3, 8)) + [rng.choice(POSITIVE if label == "pos" else NEGATIVE)]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("toy-data")
+    return {
+        "train": write_jsonl(folder / "train.jsonl", toy_rows(96, seed=1)),
+        "validation": write_jsonl(folder / "validation.jsonl", toy_rows(32, seed=2)),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, toy_data) -> dict[str, Path]:
+    from lmtune.models.tiny import ARCHES, build_tiny_model
+
+    texts = [json.loads(line)["text"] for line in toy_data["train"].read_text().splitlines()]
+    folder = tmp_path_factory.mktemp("tiny-models")
+    return {arch: build_tiny_model(arch, folder / arch, texts) for arch in ARCHES}
+
+
+def tiny_raw_config(model_dir: Path, data: dict[str, Path], out: Path, method: dict, **train) -> dict:
+    return {
+        "model": {"name": str(model_dir), "max_length": 32},
+        "data": {"train": str(data["train"]), "validation": str(data["validation"])},
+        "method": method,
+        "train": {"batch_size": 16, "progress": False, "num_threads": 1, "logging_steps": 5, **train},
+        "output": {"dir": str(out)},
+    }
