@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from lmtune.report import metrics_table
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue_sst2"
 # Strategy name → overrides. Defaults everywhere else: the point is what lmtune does out of the box.
 STRATEGIES: dict[str, list[str]] = {
@@ -80,19 +82,6 @@ def run_strategy(label: str, overrides: list[str], out: Path, train_size: int, s
     return json.loads((out / name / "metrics.json").read_text())
 
 
-def table(results: dict[str, dict]) -> str:
-    lines = ["| strategy | accuracy | macro-F1 | ROC AUC | trainable params | adapter bytes | train s | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|"]
-    fmt = lambda v, spec: "—" if v is None else format(v, spec)  # noqa: E731
-    for label, m in results.items():
-        lines.append(
-            f"| {label} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {fmt(m.get('roc_auc'), '.3f')} | "
-            f"{fmt(m.get('trainable_params'), ',')} | {fmt(m.get('artifact_bytes'), ',')} | {m['train_seconds']:.0f} | "
-            f"{fmt(m.get('peak_rss_mb'), '.0f')} |"
-        )
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--train-size", type=int, default=2000)
@@ -109,7 +98,7 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         results_file.write_text(json.dumps(results, indent=2))
     print(f"\nMachine: {machine()}; torch threads: {os.cpu_count()}\n")
-    print(table(results))
+    print(metrics_table(results, markdown=True))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,74 @@
+"""YAML + overrides → typed config; typos get suggestions; strategies bring their own config sections."""
+
+import pytest
+import yaml
+
+from lmtune.config import load_config, resolve_config
+from lmtune.config.loading import parse_overrides
+from lmtune.errors import LmtuneError
+from lmtune.methods.lora import LoraMethodConfig
+
+
+def test_yaml_plus_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"method": {"name": "lora", "rank": 4}, "train": {"epochs": 2}}))
+    cfg = load_config(path, ["method.rank=16", "train.learning_rate=3e-4", "data.labels=[neg, pos]"])
+    assert isinstance(cfg.method, LoraMethodConfig)
+    assert cfg.method.rank == 16 and cfg.train.epochs == 2
+    assert cfg.train.learning_rate == pytest.approx(3e-4)
+    assert cfg.data.labels == ["neg", "pos"]
+
+
+def test_switching_strategy_by_override_validates_against_the_new_strategy():
+    cfg = resolve_config({}, ["method.name=p_tuning", "method.encoder=lstm"])
+    assert cfg.method.name == "p_tuning" and cfg.method.encoder == "lstm"
+    with pytest.raises(LmtuneError, match="method.encoder: unknown key"):
+        resolve_config({}, ["method.name=lora", "method.encoder=lstm"])
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (["trian.epochs=3"], "did you mean 'train'"),
+        (["method.rnak=4"], "did you mean 'rank'"),
+        (["train.learnig_rate=1e-3"], "did you mean 'learning_rate'"),
+        (["method.name=lroa"], "did you mean 'lora'"),
+        (["method.name=peft", "method.peft_type=ia4"], "did you mean 'IA3'"),
+        (["method.name=peft", "method.options={rr: 4}"], "has no option 'rr'"),
+        (["train.epochs=many"], "train.epochs"),
+        (["method.rank=-1"], "greater than 0"),
+        (["model.pooling=max"], "model.pooling"),
+        (["method.name=prompt_tuning", "method.init=text"], "needs method.init_text"),
+    ],
+)
+def test_bad_config_names_the_problem_and_the_fix(override, message):
+    with pytest.raises(LmtuneError, match=message):
+        resolve_config({}, override)
+
+
+def test_override_syntax_errors():
+    with pytest.raises(LmtuneError, match="key.path=value"):
+        parse_overrides(["train.epochs"])
+    with pytest.raises(LmtuneError, match="is a value, not a section"):
+        resolve_config({}, ["train.epochs=3", "train.epochs.x=1"])
+
+
+def test_missing_config_file_and_bad_yaml(tmp_path):
+    with pytest.raises(LmtuneError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed")
+    with pytest.raises(LmtuneError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_every_config_field_is_documented():
+    from lmtune.config.schema import RunConfig, StrictModel
+    from lmtune.methods import registered_strategies
+
+    classes = {RunConfig} | {cls.config_cls for cls in registered_strategies().values()}
+    classes |= {f.annotation for f in RunConfig.model_fields.values() if isinstance(f.annotation, type)}
+    for cls in classes:
+        if isinstance(cls, type) and issubclass(cls, StrictModel):
+            for name, field in cls.model_fields.items():
+                assert field.description, f"{cls.__name__}.{name} has no docstring"

@@ -1,0 +1,49 @@
+"""Adapters are saved in PEFT's own format: plain PEFT loads them and computes the same body outputs; and
+`train.init_from` keeps training a finished run, p-tuning included (which PEFT cannot)."""
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModel
+
+from conftest import tiny_raw_config
+from lmtune.config import resolve_config
+from lmtune.train import train
+
+PEFT_METHODS = {
+    "lora": {"name": "lora", "rank": 4},
+    "prompt_tuning": {"name": "prompt_tuning", "num_virtual_tokens": 4},
+    "p_tuning": {"name": "p_tuning", "num_virtual_tokens": 4, "encoder_hidden_size": 16},
+    "prefix_tuning": {"name": "prefix_tuning", "num_virtual_tokens": 4},
+    "peft-IA3": {"name": "peft", "peft_type": "IA3"},
+}
+
+
+@pytest.mark.parametrize("method", PEFT_METHODS, ids=list(PEFT_METHODS))
+def test_plain_peft_loads_the_adapter_and_agrees(tiny_models, toy_data, tmp_path, method):
+    raw = tiny_raw_config(tiny_models["llama"], toy_data, tmp_path, PEFT_METHODS[method], max_steps=6, learning_rate=1e-2)
+    result = train(resolve_config(raw))
+    peft_body = PeftModel.from_pretrained(AutoModel.from_pretrained(tiny_models["llama"]), result.run_dir).eval()
+    tokenizer = result.model.tokenizer
+    batch = tokenizer(["a great item", "this was so awful and broken"], padding=True, return_tensors="pt")
+    result.model.eval()
+    with torch.no_grad():
+        ours = result.model.body(**batch).last_hidden_state
+        theirs = peft_body(**batch).last_hidden_state
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["p_tuning", "lora", "prompt_tuning"])
+def test_init_from_continues_a_finished_run(tiny_models, toy_data, tmp_path, method):
+    spec = dict(PEFT_METHODS[method], **({"init_text": "great or awful"} if method == "p_tuning" else {}))
+    first_raw = tiny_raw_config(tiny_models["llama"], toy_data, tmp_path, spec, max_steps=6, learning_rate=1e-2)
+    first_raw["output"]["name"] = "first"
+    first = train(resolve_config(first_raw))
+    second_raw = tiny_raw_config(tiny_models["llama"], toy_data, tmp_path, spec, max_steps=1, learning_rate=1e-12,
+                                 init_from=str(first.run_dir), warmup_ratio=0.0)
+    second_raw["output"]["name"] = "second"
+    second = train(resolve_config(second_raw))
+    # A near-zero learning rate: the continued run starts exactly where the first one ended, encoder included.
+    for name, tensor in first.model.trainable_state_dict().items():
+        torch.testing.assert_close(second.model.trainable_state_dict()[name], tensor, rtol=1e-6, atol=1e-6)
+    assert second.metrics["accuracy"] == pytest.approx(first.metrics["accuracy"])
