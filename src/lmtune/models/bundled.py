@@ -62,8 +62,12 @@ def gguf_to_folder(gguf_path: Path, name: str | None = None) -> Path:
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config)
-    plain.load_state_dict(loaded.state_dict(), strict=False)
+    result = plain.load_state_dict(loaded.state_dict(), strict=False)
     plain.tie_weights()
+    tied = getattr(plain, "_tied_weights_keys", None) or {}
+    untied = [k for k in result.missing_keys if k not in tied]
+    if untied or result.unexpected_keys:
+        raise LmtuneError(f"converting {gguf_path}: weights did not line up ({(untied + result.unexpected_keys)[:5]})")
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     plain.save_pretrained(tmp)
