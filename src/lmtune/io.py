@@ -40,6 +40,15 @@ def write_yaml(path: str | Path, data: Any) -> Path:
     return write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
+def save_pretrained_atomically(directory: Path, *savers: Any) -> list[Path]:
+    """`save_pretrained` writes in place; write into a temp folder, then move each file into `directory`."""
+    tmp = directory.parent / f".{directory.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for saver in savers:
+        saver.save_pretrained(tmp)
+    return move_dir_contents_atomically(tmp, directory)
+
+
 def move_dir_contents_atomically(src: Path, dst: Path) -> list[Path]:
     """Move every file of `src` (written by a library that saves in place) into `dst`, one rename each."""
     dst.mkdir(parents=True, exist_ok=True)

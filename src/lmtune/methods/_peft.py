@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from abc import abstractmethod
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from peft import PeftConfig, PeftModel, get_peft_model, get_peft_model_state_dic
 from safetensors.torch import load_file
 
 from lmtune.errors import LmtuneError
-from lmtune.io import move_dir_contents_atomically
+from lmtune.io import save_pretrained_atomically
 from lmtune.methods._weights import freeze, load_into, save_tensors
 from lmtune.methods.base import Strategy
 
@@ -45,10 +44,10 @@ class PeftStrategy(Strategy):
         return model
 
     def save(self, model, directory: Path) -> list[Path]:
-        tmp = directory / ".adapter.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.body.save_pretrained(tmp)
-        written = move_dir_contents_atomically(tmp, directory)
+        written = save_pretrained_atomically(directory, model.body)
+        for card in [p for p in written if p.name == "README.md"]:  # PEFT's boilerplate model card, not the adapter
+            card.unlink()
+            written.remove(card)
         if self.keeps_training_state:
             state = {n: p for n, p in model.body.named_parameters() if p.requires_grad}
             written.append(save_tensors(state, directory / TRAINING_STATE))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Literal
 
 import torch
 
 from lmtune.config.schema import MethodConfig
-from lmtune.io import move_dir_contents_atomically
+from lmtune.io import save_pretrained_atomically
 from lmtune.methods.base import Strategy, register_strategy
 
 
@@ -32,11 +31,7 @@ class Full(Strategy):
         return model
 
     def save(self, model, directory: Path) -> list[Path]:
-        tmp = directory / ".model.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.body.save_pretrained(tmp)
-        model.tokenizer.save_pretrained(tmp)
-        return move_dir_contents_atomically(tmp, directory / "model")
+        return save_pretrained_atomically(directory / "model", model.body, model.tokenizer)
 
     def load(self, model, directory: Path, trainable: bool = False):
         model.body = type(model.body).from_pretrained(directory / "model")

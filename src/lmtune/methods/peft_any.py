@@ -29,7 +29,7 @@ class AnyPeftConfig(MethodConfig):
     options: dict[str, Any] = {}
     """Keyword arguments for that PEFT config class (e.g. {target_modules: [query, value], r: 8}); `task_type`
     is set by lmtune."""
-    learning_rate_hint: float = 1e-3
+    default_learning_rate: float = 1e-3
     """Learning rate used when train.learning_rate is not given."""
 
     @field_validator("peft_type")
@@ -62,7 +62,7 @@ class AnyPeft(PeftStrategy):
 
     @property
     def default_learning_rate(self) -> float:  # type: ignore[override]
-        return self.cfg.learning_rate_hint
+        return self.cfg.default_learning_rate
 
     @property
     def serve_kind(self):  # type: ignore[override]
