@@ -52,7 +52,28 @@ def test_validation_split_is_seeded_and_stratified(tiny_models, tmp_path):
 
 def test_early_stopping_stops_when_the_metric_stalls(tiny_models, toy_data, tmp_path):
     raw = tiny_raw_config(tiny_models["bert"], toy_data, tmp_path, {"name": "freeze"}, max_steps=40, eval_every="steps",
-                          eval_steps=2, early_stopping_patience=2, learning_rate=1e-12)
+                          eval_steps=2, early_stopping_patience=2, learning_rate=1e-12,
+                          head_learning_rate=1e-12)
     raw["eval"] = {"metric": "loss"}
     result = train(resolve_config(raw))
     assert result.metrics["global_step"] < 40
+
+
+def test_the_head_trains_at_its_own_learning_rate(tiny_models, toy_data, tmp_path):
+    from transformers import TrainerCallback
+
+    seen = {}
+
+    class Groups(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+            head = {id(p) for p in model.head.parameters()}
+            for group in optimizer.param_groups:
+                kinds = {id(p) in head for p in group["params"]}
+                assert len(kinds) == 1, "a group holds head or body parameters, never both"
+                seen.setdefault(kinds.pop(), set()).add(group["lr"])
+
+    raw = tiny_raw_config(tiny_models["bert"], toy_data, tmp_path, {"name": "lora", "rank": 2}, max_steps=1,
+                          learning_rate=1e-3, warmup_ratio=0.0)
+    result = train(resolve_config(raw), callbacks=[Groups()])
+    assert seen == {True: {5e-3}, False: {1e-3}}, "default head rate: the larger of the body's and 5e-3"
+    assert result.config.train.head_learning_rate == 5e-3, "the resolved rate is saved with the run"

@@ -39,7 +39,7 @@ def test_init_from_continues_a_finished_run(tiny_models, toy_data, tmp_path, met
     first_raw = tiny_raw_config(tiny_models["llama"], toy_data, tmp_path, spec, max_steps=6, learning_rate=1e-2)
     first_raw["output"]["name"] = "first"
     first = train(resolve_config(first_raw))
-    second_raw = tiny_raw_config(tiny_models["llama"], toy_data, tmp_path, spec, max_steps=1, learning_rate=1e-12,
+    second_raw = tiny_raw_config(tiny_models["llama"], toy_data, tmp_path, spec, max_steps=1, learning_rate=1e-12, head_learning_rate=1e-12,
                                  init_from=str(first.run_dir), warmup_ratio=0.0)
     second_raw["output"]["name"] = "second"
     second = train(resolve_config(second_raw))

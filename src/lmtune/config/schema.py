@@ -83,6 +83,9 @@ class TrainConfig(StrictModel):
     """Steps whose gradients add up before one optimiser update."""
     learning_rate: float | None = Field(None, gt=0)
     """Peak learning rate; none takes the strategy's default (full fine-tuning wants ~5e-5, prompts ~1e-2)."""
+    head_learning_rate: float | None = Field(None, gt=0)
+    """Learning rate of the new task head; none takes the larger of `learning_rate` and 5e-3 (a head trained from
+    scratch needs bigger steps than a pretrained body)."""
     weight_decay: float = Field(0.0, ge=0)
     """AdamW weight decay."""
     warmup_ratio: float = Field(0.06, ge=0, lt=1)

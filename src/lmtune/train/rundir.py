@@ -81,6 +81,8 @@ def check_same_run(cfg: RunConfig, saved: RunConfig) -> None:
     ignore = set(RESUME_FREE_KEYS)
     if cfg.train.learning_rate is None:
         ignore.add(("train", "learning_rate"))
+    if cfg.train.head_learning_rate is None:
+        ignore.add(("train", "head_learning_rate"))
     if cfg.data.labels is None:
         ignore.add(("data", "labels"))
     differences = config_differences(cfg, saved, ignore)

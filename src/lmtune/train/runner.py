@@ -27,6 +27,9 @@ from lmtune.train.memory import PeakMemory
 from lmtune.train.trainer import LmtuneTrainer
 
 
+DEFAULT_HEAD_LEARNING_RATE = 5e-3
+
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -119,6 +122,7 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
     else:
         strategy.apply(model)
     cfg.train.learning_rate = cfg.train.learning_rate or strategy.default_learning_rate
+    cfg.train.head_learning_rate = cfg.train.head_learning_rate or max(cfg.train.learning_rate, DEFAULT_HEAD_LEARNING_RATE)
     write_yaml(run_dir / rundir.CONFIG_FILE, cfg.model_dump(mode="json"))
     write_json(run_dir / rundir.PROVENANCE_FILE, rundir.provenance(cfg, backbone))
     counts = model.parameter_counts()
@@ -135,6 +139,7 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
         callbacks=[JsonlLog(run_dir / rundir.LOG_FILE)]
         + ([EarlyStoppingCallback(cfg.train.early_stopping_patience)] if cfg.train.early_stopping_patience else [])
         + list(callbacks or []),
+        head_learning_rate=cfg.train.head_learning_rate,
     )
     checkpoint = get_last_checkpoint(str(run_dir / rundir.CHECKPOINTS)) if cfg.train.resume and (run_dir / rundir.CHECKPOINTS).is_dir() else None
     if cfg.train.resume and checkpoint is None:
