@@ -54,8 +54,8 @@ def configure_threads(count: int | None) -> None:
     torch.set_num_threads(count or os.cpu_count() or 1)
 
 
-def _init_run(cfg: RunConfig) -> tuple[Path, RunConfig] | None:
-    """Check `train.init_from` before any model loads: same strategy and options, a finished run."""
+def _init_source(cfg: RunConfig) -> Path | None:
+    """Check `train.init_from` before any model loads: a finished run of the same strategy and options."""
     if not cfg.train.init_from:
         return None
     source = Path(cfg.train.init_from)
@@ -68,7 +68,22 @@ def _init_run(cfg: RunConfig) -> tuple[Path, RunConfig] | None:
             f"train.init_from={source} was trained with a different method config:\n  " + "\n  ".join(method_diffs)
             + "\nSet method.* as in that run's config.yaml."
         )
-    return source, saved
+    return source
+
+
+def _build_model(task, strategy, backbone, init_source: Path | None):
+    model = task.build_model(backbone)
+    if init_source is None:
+        return strategy.apply(model)
+    rundir.check_same_base(init_source, json.loads((init_source / rundir.PROVENANCE_FILE).read_text()), backbone)
+    strategy.load(model, init_source, trainable=True)
+    task.load_head(model, init_source)
+    return model
+
+
+def _resolve_learning_rates(cfg: RunConfig, strategy) -> None:
+    cfg.train.learning_rate = cfg.train.learning_rate or strategy.default_learning_rate
+    cfg.train.head_learning_rate = cfg.train.head_learning_rate or max(cfg.train.learning_rate, DEFAULT_HEAD_LEARNING_RATE)
 
 
 def _training_arguments(cfg: RunConfig, run_dir: Path) -> TrainingArguments:
@@ -111,42 +126,20 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
     task = build_task(cfg)
     strategy = build_strategy(cfg.method)
     splits = task.load_data()  # bad data fails here, before the model loads
-    init = _init_run(cfg)
+    init_source = _init_source(cfg)
     backbone = load_backbone(cfg.model)
-    model = task.build_model(backbone)
-    if init:
-        source, _ = init
-        rundir.check_same_base(source, json.loads((source / rundir.PROVENANCE_FILE).read_text()), backbone)
-        strategy.load(model, source, trainable=True)
-        task.load_head(model, source)
-    else:
-        strategy.apply(model)
-    cfg.train.learning_rate = cfg.train.learning_rate or strategy.default_learning_rate
-    cfg.train.head_learning_rate = cfg.train.head_learning_rate or max(cfg.train.learning_rate, DEFAULT_HEAD_LEARNING_RATE)
+    model = _build_model(task, strategy, backbone, init_source)
+    _resolve_learning_rates(cfg, strategy)
     write_yaml(run_dir / rundir.CONFIG_FILE, cfg.model_dump(mode="json"))
     write_json(run_dir / rundir.PROVENANCE_FILE, rundir.provenance(cfg, backbone))
     counts = model.parameter_counts()
     print(yaml.safe_dump({"resolved config": cfg.model_dump(mode="json")}, sort_keys=False))
     print(f"{strategy.name}: {strategy.describe()}; trainable {counts['trainable_params']:,} of {counts['total_params']:,} parameters")
 
-    trainer = LmtuneTrainer(
-        model=model,
-        args=_training_arguments(cfg, run_dir),
-        train_dataset=task.encode(splits.train, backbone.tokenizer),
-        eval_dataset=task.encode(splits.validation, backbone.tokenizer),
-        data_collator=task.collator(backbone.tokenizer),
-        compute_metrics=lambda p: scalar_metrics(task.compute_metrics(p.predictions, p.label_ids)),
-        callbacks=[JsonlLog(run_dir / rundir.LOG_FILE)]
-        + ([EarlyStoppingCallback(cfg.train.early_stopping_patience)] if cfg.train.early_stopping_patience else [])
-        + list(callbacks or []),
-        head_learning_rate=cfg.train.head_learning_rate,
-    )
-    checkpoint = get_last_checkpoint(str(run_dir / rundir.CHECKPOINTS)) if cfg.train.resume and (run_dir / rundir.CHECKPOINTS).is_dir() else None
-    if cfg.train.resume and checkpoint is None:
-        print(f"train.resume: no checkpoint in {run_dir} yet; starting from the beginning")
+    trainer = _trainer(cfg, run_dir, task, model, splits, callbacks)
     started = time.perf_counter()
     with PeakMemory() as peak:
-        trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.train(resume_from_checkpoint=_resume_checkpoint(cfg, run_dir))
     train_seconds = time.perf_counter() - started
 
     files = strategy.save(model, run_dir) + task.save_head(model, run_dir)
@@ -165,6 +158,31 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
     if not cfg.train.keep_checkpoints:
         shutil.rmtree(run_dir / rundir.CHECKPOINTS, ignore_errors=True)
     return RunResult(run_dir, metrics, cfg, model)
+
+
+def _trainer(cfg: RunConfig, run_dir: Path, task, model, splits, callbacks) -> LmtuneTrainer:
+    tokenizer = model.tokenizer
+    early_stopping = [EarlyStoppingCallback(cfg.train.early_stopping_patience)] if cfg.train.early_stopping_patience else []
+    return LmtuneTrainer(
+        model=model,
+        args=_training_arguments(cfg, run_dir),
+        train_dataset=task.encode(splits.train, tokenizer),
+        eval_dataset=task.encode(splits.validation, tokenizer),
+        data_collator=task.collator(tokenizer),
+        compute_metrics=lambda p: scalar_metrics(task.compute_metrics(p.predictions, p.label_ids)),
+        callbacks=[JsonlLog(run_dir / rundir.LOG_FILE), *early_stopping, *(callbacks or [])],
+        head_learning_rate=cfg.train.head_learning_rate,
+    )
+
+
+def _resume_checkpoint(cfg: RunConfig, run_dir: Path) -> str | None:
+    if not cfg.train.resume:
+        return None
+    folder = run_dir / rundir.CHECKPOINTS
+    checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if checkpoint is None:
+        print(f"train.resume: no checkpoint in {run_dir} yet; starting from the beginning")
+    return checkpoint
 
 
 def _final_metrics(cfg: RunConfig, model, task, splits) -> dict[str, Any]:
