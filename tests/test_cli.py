@@ -66,3 +66,16 @@ def test_config_prints_the_resolved_config(capsys):
     assert main(["config", "method.name=prefix_tuning"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["method"] == {"name": "prefix_tuning", "num_virtual_tokens": 20, "prefix_projection": False, "encoder_hidden_size": 512}
+
+
+def test_quickstart_flow_on_a_tiny_model(tiny_models, tmp_path, capsys):
+    # The real quickstart trains MiniLM for minutes (`make run`); here the same flow runs on a tiny model.
+    assert main(["quickstart", "--output", str(tmp_path), f"model.name={tiny_models['bert']}", "train.max_steps=2",
+                 "train.progress=false", "train.num_threads=1"]) == 0
+    out = capsys.readouterr().out
+    assert "held-out test set of 120 reviews" in out
+    for label in ("freeze (head only)", "lora", "p_tuning"):
+        assert label in out
+    for name in ("freeze", "lora", "p_tuning"):
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert metrics["eval_split"] == "test" and metrics["rows"] == 120

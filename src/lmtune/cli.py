@@ -17,7 +17,7 @@ USAGE = """lmtune — fine-tune pretrained language models with any strategy
   lmtune predict RUN_DIR --text "..." | --file rows.jsonl   label + probabilities
   lmtune methods                                     every strategy with its options and defaults
   lmtune config [CONFIG.yaml] [key=value ...]        print the resolved config
-  lmtune quickstart                                  the product-review example: three strategies side by side
+  lmtune quickstart [key=value ...]                  the product-review example: three strategies side by side
 """
 
 
@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("methods", help="list strategies and their options")
     qs = sub.add_parser("quickstart", help="sort product reviews with three strategies on MiniLM")
     qs.add_argument("--output", default="runs/quickstart", help="folder for the runs")
+    qs.add_argument("overrides", nargs="*", help="applied to every run, e.g. model.name=smollm2 train.epochs=3")
     return parser
 
 
@@ -117,7 +118,7 @@ def _methods(args) -> None:
 def _quickstart(args) -> None:
     from lmtune.quickstart import run_quickstart
 
-    run_quickstart(Path(args.output))
+    run_quickstart(Path(args.output), args.overrides)
 
 
 def _print_metrics(metrics: dict) -> None:

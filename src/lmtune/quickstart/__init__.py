@@ -31,13 +31,15 @@ def quickstart_config(output: Path, method: dict, name: str) -> dict:
     }
 
 
-def run_quickstart(output: Path) -> list[RunResult]:
+def run_quickstart(output: Path, overrides: list[str] | None = None) -> list[RunResult]:
+    """Train the three strategies; `overrides` (a.b=c) apply to each run, e.g. model.name=smollm2."""
     results = []
     for label, method in STRATEGIES.items():
         name = label.split(" ")[0]
         print(f"\n=== quickstart: {label}", flush=True)
-        results.append(train(resolve_config(quickstart_config(output, method, name))))
-    print("\nProduct reviews (positive / neutral / negative), MiniLM, held-out test set of 120 reviews:\n")
+        results.append(train(resolve_config(quickstart_config(output, method, name), overrides)))
+    model = results[0].config.model.name
+    print(f"\nProduct reviews (positive / neutral / negative), {model}, held-out test set of 120 reviews:\n")
     print(metrics_table({label: r.metrics for label, r in zip(STRATEGIES, results)}))
     print(f"\nRuns are in {output}/ — try: lmtune predict {results[1].run_dir} --text \"The battery died after two days\"")
     return results
