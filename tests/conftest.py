@@ -7,8 +7,12 @@ import os
 import random
 from pathlib import Path
 
-import pytest
-import torch
+# Tests never touch the network: set before transformers/datasets/huggingface_hub are imported.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -31,6 +31,7 @@ def _run(tiny_models, toy_data, tmp_path, arch="bert", **changes):
         ({"data": {"label_column": "stars"}}, "no label column 'stars'"),
         ({"data": {"labels": ["pos", "neutral"]}}, "labels outside the label set"),
         ({"model": {"name": "/no/such/model"}}, "neither a model folder"),
+        ({"model": {"name": "some-org/some-model"}}, "Offline, use a bundled name or a local folder"),
     ],
 )
 def test_bad_data_and_model_paths(tiny_models, toy_data, tmp_path, changes, message):
