@@ -27,6 +27,8 @@ STRATEGIES: dict[str, list[str]] = {
     "freeze (head only)": ["method.name=freeze"],
     "freeze (last 2 blocks)": ["method.name=freeze", "method.train_last_layers=2"],
     "lora": ["method.name=lora"],
+    "bottleneck series": ["method.name=bottleneck"],
+    "bottleneck parallel": ["method.name=bottleneck", "method.kind=parallel"],
     "prompt_tuning": ["method.name=prompt_tuning"],
     "p_tuning": ["method.name=p_tuning"],
     "prefix_tuning": ["method.name=prefix_tuning"],

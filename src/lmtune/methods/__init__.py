@@ -14,7 +14,7 @@ from lmtune.methods.base import (
 )
 
 # Each import registers one strategy.
-from lmtune.methods import full, freeze, lora, prompt_tuning, p_tuning, prefix_tuning, peft_any  # noqa: E402,F401
+from lmtune.methods import full, freeze, lora, bottleneck, prompt_tuning, p_tuning, prefix_tuning, peft_any  # noqa: E402,F401
 
 __all__ = [
     "Strategy",
