@@ -19,7 +19,7 @@ def test_train_eval_predict(tiny_models, toy_data, tmp_path, capsys):
     assert saved["data"]["labels"] == ["neg", "pos"], "the resolved label set is saved with the run"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("accuracy", "macro_f1", "roc_auc", "pr_auc", "confusion_matrix", "trainable_params", "total_params",
-                "artifact_bytes", "train_seconds", "peak_rss_mb"):
+                "artifact_bytes", "adapter_bytes", "train_seconds", "peak_rss_mb"):
         assert metrics[key] is not None, key
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert len(provenance["base_model"]["weights_sha256"]) == 64 and len(provenance["data_sha256"]) == 64

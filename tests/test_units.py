@@ -68,3 +68,16 @@ def test_quickstart_reviews_are_balanced_varied_and_disjoint():
     assert len({r["product"] for r in splits["train"]}) >= 10
     train_texts = {r["text"].lower() for r in splits["train"]}
     assert len(train_texts) == len(splits["train"]) and not train_texts & {r["text"].lower() for r in splits["test"]}
+
+
+def test_served_bytes_count_the_serving_form_not_the_training_state(tiny_models, toy_data, tmp_path):
+    from conftest import tiny_raw_config
+    from lmtune.config import resolve_config
+    from lmtune.train import train
+
+    method = {"name": "p_tuning", "num_virtual_tokens": 4, "encoder_hidden_size": 16}
+    result = train(resolve_config(tiny_raw_config(tiny_models["bert"], toy_data, tmp_path, method, max_steps=1)))
+    hidden = result.model.body.config.hidden_size
+    head = (hidden + 1) * 2 * 4
+    assert result.metrics["adapter_bytes"] == 4 * hidden * 4 + head, "the encoder's output, 4 tokens × hidden, fp32"
+    assert result.metrics["artifact_bytes"] > result.metrics["adapter_bytes"], "the run keeps the encoder to train further"

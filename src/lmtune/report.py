@@ -9,7 +9,8 @@ COLUMNS = [
     ("macro_f1", "macro-F1", ".3f"),
     ("roc_auc", "ROC AUC", ".3f"),
     ("trainable_params", "trainable params", ","),
-    ("artifact_bytes", "adapter bytes", ","),
+    ("adapter_bytes", "served bytes", ","),
+    ("artifact_bytes", "artifact bytes", ","),
     ("train_seconds", "train s", ".0f"),
     ("peak_rss_mb", "peak RSS MB", ".0f"),
 ]

@@ -130,7 +130,9 @@ def load_backbone(cfg: ModelConfig) -> Backbone:
         raise LmtuneError(f"{path} has a config.json transformers cannot read: {err}") from None
     digest = weights_hash(path)
     tokenizer = load_tokenizer(path)
-    logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)
+    # A fresh head is expected to be missing, and tensor-parallel notes do not apply to one process.
+    for noisy in ("transformers.modeling_utils", "transformers.distributed.tensor_parallel"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     body = AutoModel.from_pretrained(path, config=config)
     kind = backbone_kind(config)
     pooling = cfg.pooling

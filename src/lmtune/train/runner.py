@@ -148,6 +148,7 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
         counts,
         trainable_percent=round(100 * counts["trainable_params"] / counts["total_params"], 4),
         artifact_bytes=dir_bytes(files),
+        adapter_bytes=serving_bytes(strategy, task, model),
         train_seconds=round(train_seconds, 2),
         peak_rss_mb=peak.mb,
         global_step=trainer.state.global_step,
@@ -183,6 +184,13 @@ def _resume_checkpoint(cfg: RunConfig, run_dir: Path) -> str | None:
     if checkpoint is None:
         print(f"train.resume: no checkpoint in {run_dir} yet; starting from the beginning")
     return checkpoint
+
+
+def serving_bytes(strategy, task, model) -> int:
+    """Bytes a server holds for this run: the strategy's serving form plus the task head. Smaller than the
+    artifact where training needs more (p-tuning keeps its prompt encoder to train further; serving needs its output)."""
+    tensors = list(strategy.export(model).values()) + list(model.head.state_dict().values())
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def _final_metrics(cfg: RunConfig, model, task, splits) -> dict[str, Any]:
