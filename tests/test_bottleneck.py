@@ -179,26 +179,26 @@ def test_a_fresh_interpreter_loads_the_adapter_after_importing_lmtune(tiny_model
 @pytest.mark.parametrize("arch", ARCHES)
 def test_a_mixed_batch_gives_each_row_what_its_adapter_alone_gives(tiny_models, arch):
     inputs = tokens(tiny_models[arch])
-    model = get_peft_model(body(tiny_models[arch]), bottleneck(kind="series", placement="both"), adapter_name="a")
-    model.add_adapter("b", bottleneck(kind="parallel", placement="mlp", scaling="learned", non_linearity="relu"))
+    model = get_peft_model(body(tiny_models[arch]), bottleneck(kind="series", placement="both"), adapter_name="sst")
+    model.add_adapter("imdb", bottleneck(kind="parallel", placement="mlp", scaling="learned", non_linearity="relu"))
     randomise_adapters(model)
     model.eval()
     with torch.no_grad():
-        mixed = model(**inputs, adapter_names=["a", "b", "__base__"]).last_hidden_state
+        mixed = model(**inputs, adapter_names=["sst", "imdb", "__base__"]).last_hidden_state
         alone = {}
-        for name in ["a", "b"]:
+        for name in ["sst", "imdb"]:
             model.set_adapter(name)
             alone[name] = model(**inputs).last_hidden_state
         with model.disable_adapter():
             alone["__base__"] = model(**inputs).last_hidden_state
-    assert not torch.allclose(alone["a"], alone["b"]) and not torch.allclose(alone["a"], alone["__base__"])
-    for row, name in enumerate(["a", "b", "__base__"]):
+    assert not torch.allclose(alone["sst"], alone["imdb"]) and not torch.allclose(alone["sst"], alone["__base__"])
+    for row, name in enumerate(["sst", "imdb", "__base__"]):
         torch.testing.assert_close(mixed[row], alone[name][row], rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="non-existing adapter"):
-        model(**inputs, adapter_names=["a", "typo", "b"])
+        model(**inputs, adapter_names=["sst", "typo", "imdb"])
     model.train()
     with pytest.raises(ValueError, match="training mode"):
-        model(**inputs, adapter_names=["a", "b", "a"])
+        model(**inputs, adapter_names=["sst", "imdb", "__base__"])
 
 
 def test_a_causal_lm_trains_with_bottleneck_adapters(tiny_models, toy_data):
