@@ -19,6 +19,13 @@ def test_yaml_plus_overrides(tmp_path):
     assert cfg.data.labels == ["neg", "pos"]
 
 
+def test_the_default_method_is_lora_with_its_options():
+    from lmtune.config.schema import RunConfig
+
+    for cfg in (resolve_config({}), RunConfig(), resolve_config({"method": {}})):
+        assert isinstance(cfg.method, LoraMethodConfig) and cfg.method.rank == 8
+
+
 def test_switching_strategy_by_override_validates_against_the_new_strategy():
     cfg = resolve_config({}, ["method.name=p_tuning", "method.encoder=lstm"])
     assert cfg.method.name == "p_tuning" and cfg.method.encoder == "lstm"

@@ -144,8 +144,8 @@ class RunConfig(StrictModel):
     """Where the data is and which columns hold what."""
     task: TaskConfig = TaskConfig()
     """What the model learns to do."""
-    method: SerializeAsAny[MethodConfig] = MethodConfig()
-    """The fine-tuning strategy and its options (`method.name` picks it)."""
+    method: SerializeAsAny[MethodConfig] = Field(default_factory=lambda: {"name": "lora"}, validate_default=True)
+    """The fine-tuning strategy and its options (`method.name` picks it; LoRA when not given)."""
     train: TrainConfig = TrainConfig()
     """Optimisation and checkpointing."""
     eval: EvalConfig = EvalConfig()
