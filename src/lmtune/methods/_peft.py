@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
 from pathlib import Path
 
@@ -13,6 +14,10 @@ from lmtune.errors import LmtuneError
 from lmtune.io import save_pretrained_atomically
 from lmtune.methods._weights import freeze, load_into, save_tensors
 from lmtune.methods.base import Strategy
+
+# PEFT's prompt-learning models drop token_type_ids (and say so on every forward). Only text pairs on BERT-style
+# models have non-zero ones; that limitation is documented in docs/architecture.md, the per-batch warning is noise.
+warnings.filterwarnings("ignore", message="Token type ids are not supported for parameter efficient tuning")
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 # PEFT saves a prompt encoder's *output* only (shared/NOTES.md); strategies whose training state is more than
