@@ -49,8 +49,12 @@ def test_validation_label_outside_the_label_set(tiny_models, toy_data, tmp_path)
 def test_empty_and_one_class_data(tiny_models, toy_data, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    with pytest.raises(LmtuneError, match="cannot read|empty"):
+    with pytest.raises(LmtuneError, match="data file .*empty.jsonl is empty"):
         _run(tiny_models, toy_data, tmp_path, data={"train": str(empty)})
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("text,label\n")
+    with pytest.raises(LmtuneError, match="header.csv has no rows"):
+        _run(tiny_models, toy_data, tmp_path, data={"train": str(header_only)})
     one_class = write_jsonl(tmp_path / "one.jsonl", [r for r in toy_rows(20) if r["label"] == "pos"])
     with pytest.raises(LmtuneError, match="only one class"):
         _run(tiny_models, toy_data, tmp_path, data={"train": str(one_class)})

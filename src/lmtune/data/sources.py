@@ -26,6 +26,8 @@ def read_file(path_text: str, declared_format: str = "auto") -> datasets.Dataset
     path = Path(path_text).expanduser()
     if not path.is_file():
         raise LmtuneError(f"data file {path} does not exist; check data.train/validation/test (paths are relative to where you run lmtune)")
+    if path.stat().st_size == 0:
+        raise LmtuneError(f"data file {path} is empty; it needs a header (csv/tsv) or one JSON object per row")
     fmt = file_format(path, declared_format)
     datasets.disable_progress_bars()
     try:
@@ -39,6 +41,8 @@ def read_file(path_text: str, declared_format: str = "auto") -> datasets.Dataset
                 "csv", data_files=str(path), split="train", sep="\t", quoting=csv.QUOTE_NONE, encoding="utf-8-sig"
             )
     except Exception as err:  # noqa: BLE001 - parse errors come in many types; the fix is the same
+        if "corresponds to no data" in str(err):  # datasets' words for a header without rows
+            raise LmtuneError(f"data file {path} has no rows; add labelled examples") from None
         raise LmtuneError(f"cannot read {path} as {fmt}: {err}") from None
     finally:
         datasets.enable_progress_bars()
