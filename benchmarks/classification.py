@@ -43,7 +43,6 @@ def machine() -> str:
 
 def tfidf_baseline(train_size: int, seed: int) -> dict:
     """Word+char TF-IDF + logistic regression on the same 2,000 sentences (the classical bar to beat)."""
-    import numpy as np
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score

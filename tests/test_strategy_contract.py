@@ -4,7 +4,6 @@ so `pytest -k lora` runs LoRA's rows)."""
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import pytest
 import torch
