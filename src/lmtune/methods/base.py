@@ -54,6 +54,10 @@ class Strategy(ABC):
         """One line on what gets trained, for logs and `lmtune methods`."""
         return self.summary
 
+    def parameter_formula(self) -> str | None:
+        """How many parameters train, as a formula in words, where the strategy can state one."""
+        return None
+
 
 _STRATEGIES: dict[str, type[Strategy]] = {}
 

@@ -11,8 +11,8 @@ def describe_methods() -> str:
         strategy = cls(cls.config_cls())
         lines.append(f"{name}  —  {strategy.describe()}")
         lines.append(f"    served as: {strategy.serve_kind}; default learning rate: {strategy.default_learning_rate:g}")
-        if callable(formula := getattr(strategy, "parameter_formula", None)):  # optional: strategies that state one
-            lines.append(f"    trainable parameters: {formula()}")
+        if formula := strategy.parameter_formula():
+            lines.append(f"    trainable parameters: {formula}")
         for field, info in cls.config_cls.model_fields.items():
             if field == "name":
                 continue
