@@ -21,8 +21,9 @@ class ModelConfig(StrictModel):
     pooling: Literal["auto", "mean", "cls", "last"] = "auto"
     """How a sequence becomes one vector for a head: `auto` reads the backbone (sentence-transformers models say
     mean; other encoders mean; decoders the last real token)."""
-    max_length: int = Field(128, gt=0)
-    """Inputs are cut to this many tokens."""
+    max_length: int | None = Field(None, gt=0)
+    """Inputs (prompt plus response for generative tasks) are cut to this many tokens; none takes the task's
+    default (128 for classification and tagging, 256 for instruction and translation: the LLM-Adapters cut-off)."""
 
 
 class DataConfig(StrictModel):
@@ -61,8 +62,24 @@ class DataConfig(StrictModel):
 
 
 class TaskConfig(StrictModel):
-    name: Literal["classification"] = "classification"
-    """What the model learns to do. `classification`: one label per text or text pair."""
+    """Base of every task's config; each task file defines its own subclass with a `name` literal."""
+
+    name: str = "classification"
+    """What the model learns to do: `classification` (a label per text or pair), `instruction` (generate a
+    response; math and commonsense answers are extracted and scored), `translation`, `token_classification`."""
+
+
+class GenerationConfig(StrictModel):
+    """How generative tasks decode at evaluation and prediction time."""
+
+    max_new_tokens: int = Field(256, gt=0)
+    """Stop after this many generated tokens."""
+    num_beams: int = Field(1, gt=0)
+    """1: greedy decoding (the default); more: beam search."""
+    batch_size: int = Field(16, gt=0)
+    """Prompts generated together (rows are sorted by length first, so padding stays small)."""
+    stop: list[str] = []
+    """Generation is cut at the first of these strings (the end-of-turn token always stops it)."""
 
 
 class MethodConfig(StrictModel):
@@ -122,8 +139,10 @@ class TrainConfig(StrictModel):
 class EvalConfig(StrictModel):
     batch_size: int = Field(64, gt=0)
     """Examples per evaluation batch."""
-    metric: str = "accuracy"
-    """The metric that picks the best checkpoint and stops early (`accuracy`, `macro_f1`, `roc_auc`, `pr_auc`, `loss`)."""
+    metric: str | None = None
+    """The metric that picks the best checkpoint and stops early; none takes the task's default. Classification:
+    `accuracy`, `macro_f1`, `roc_auc`, `pr_auc`, `loss`; tagging: `f1`, `precision`, `recall`, `loss`; generative
+    tasks: `loss` (generation metrics are computed once, after training)."""
 
 
 class OutputConfig(StrictModel):
@@ -142,8 +161,8 @@ class RunConfig(StrictModel):
     """The pretrained backbone."""
     data: DataConfig = DataConfig()
     """Where the data is and which columns hold what."""
-    task: TaskConfig = TaskConfig()
-    """What the model learns to do."""
+    task: SerializeAsAny[TaskConfig] = Field(default_factory=lambda: {"name": "classification"}, validate_default=True)
+    """What the model learns to do (`task.name` picks it; classification when not given)."""
     method: SerializeAsAny[MethodConfig] = Field(default_factory=lambda: {"name": "lora"}, validate_default=True)
     """The fine-tuning strategy and its options (`method.name` picks it; LoRA when not given)."""
     train: TrainConfig = TrainConfig()
@@ -159,12 +178,24 @@ class RunConfig(StrictModel):
         # The strategy registry decides which config class validates `method`, so new strategies need no edit here.
         from lmtune.methods import method_config_class
 
-        if isinstance(value, MethodConfig) and type(value) is not MethodConfig:
-            return value
-        raw = value.model_dump() if isinstance(value, MethodConfig) else value
-        if not isinstance(raw, dict):
-            raise ValueError("method must be a mapping such as {name: lora, rank: 8}")
-        return method_config_class(raw.get("name", "lora")).model_validate(raw)
+        return _registered_section(value, MethodConfig, method_config_class, "lora", "method", "{name: lora, rank: 8}")
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_config(cls, value: Any) -> Any:
+        from lmtune.tasks import task_config_class
+
+        return _registered_section(value, TaskConfig, task_config_class, "classification", "task", "{name: instruction}")
 
     def run_dir_name(self) -> str:
         return self.output.name or self.method.name
+
+
+def _registered_section(value: Any, base: type[StrictModel], config_class, default: str, section: str, example: str) -> Any:
+    """Validate a section whose `name` picks the config class from a registry (strategies, tasks)."""
+    if isinstance(value, base) and type(value) is not base:
+        return value
+    raw = value.model_dump() if isinstance(value, base) else value
+    if not isinstance(raw, dict):
+        raise ValueError(f"{section} must be a mapping such as {example}")
+    return config_class(raw.get("name", default)).model_validate(raw)

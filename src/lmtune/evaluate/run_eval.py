@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.errors import LmtuneError
-from lmtune.evaluate.evaluator import evaluate_split
+from lmtune.evaluate.predictions import take_predictions
 from lmtune.io import write_json
 from lmtune.train import rundir
 from lmtune.train.artifacts import load_run
@@ -21,7 +21,8 @@ def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list
     table = getattr(splits, split, None)
     if table is None:
         raise LmtuneError(f"{run_dir} has no {split} split; give one with data.{split}=<file>")
-    metrics = evaluate_split(loaded.model, task, table, cfg.eval.batch_size)
+    metrics = task.evaluate(loaded.model, table, cfg.eval.batch_size)
+    take_predictions(metrics, Path(run_dir), f"eval-{split}")
     record(Path(run_dir), split, metrics, getattr(cfg.data, split) or "held out from data.train")
     return metrics
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from peft import TaskType
 from pydantic import Field
 
 from lmtune.config.schema import MethodConfig
@@ -47,7 +46,7 @@ class Bottleneck(PeftStrategy):
     def peft_config(self, model) -> BottleneckConfig:
         cfg = self.cfg
         return BottleneckConfig(
-            task_type=TaskType.FEATURE_EXTRACTION,
+            task_type=model.peft_task_type,
             kind=cfg.kind,
             bottleneck_size=cfg.bottleneck_size,
             non_linearity=cfg.non_linearity,

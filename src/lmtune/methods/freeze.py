@@ -9,6 +9,7 @@ import torch
 from pydantic import Field
 
 from lmtune.config.schema import MethodConfig
+from lmtune.errors import LmtuneError
 from lmtune.methods._weights import freeze, load_into, save_tensors
 from lmtune.methods.base import Strategy, register_strategy
 from lmtune.models.targets import transformer_blocks
@@ -45,6 +46,11 @@ class Freeze(Strategy):
         return list(blocks)[len(blocks) - self.cfg.train_last_layers :]
 
     def apply(self, model):
+        if self.cfg.train_last_layers == 0 and not model.has_head():
+            raise LmtuneError(
+                "method freeze with train_last_layers=0 trains only a new task head, and this task has none (it "
+                "generates with the pretrained LM head); set method.train_last_layers to 1 or more"
+            )
         freeze(model.body)
         for block in self._trained_blocks(model.body):
             for parameter in block.parameters():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from peft import LoraConfig, TaskType
+from peft import LoraConfig
 from pydantic import Field
 
 from lmtune.config.schema import MethodConfig
@@ -44,7 +44,7 @@ class Lora(PeftStrategy):
     def peft_config(self, model) -> LoraConfig:
         cfg = self.cfg
         return LoraConfig(
-            task_type=TaskType.FEATURE_EXTRACTION,
+            task_type=model.peft_task_type,
             r=cfg.rank,
             lora_alpha=cfg.alpha,
             lora_dropout=cfg.dropout,

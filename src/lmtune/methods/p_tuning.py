@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, TaskType
+from peft import PromptEncoderConfig, PromptEncoderReparameterizationType
 from pydantic import Field
 
 from lmtune.config.schema import MethodConfig
@@ -47,7 +47,7 @@ class PTuning(PeftStrategy):
     def peft_config(self, model) -> PromptEncoderConfig:
         cfg = self.cfg
         return PromptEncoderConfig(
-            task_type=TaskType.FEATURE_EXTRACTION,
+            task_type=model.peft_task_type,
             num_virtual_tokens=cfg.num_virtual_tokens,
             encoder_reparameterization_type=ENCODERS[cfg.encoder],
             encoder_hidden_size=cfg.encoder_hidden_size,

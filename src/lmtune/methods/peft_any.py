@@ -6,7 +6,7 @@ import dataclasses
 import difflib
 from typing import Any, Literal
 
-from peft import PeftConfig, TaskType
+from peft import PeftConfig
 from peft.utils import PeftType
 from pydantic import field_validator, model_validator
 
@@ -73,4 +73,4 @@ class AnyPeft(PeftStrategy):
 
     def peft_config(self, model) -> PeftConfig:
         config_cls = _peft_config_class(self.cfg.peft_type)
-        return config_cls(task_type=TaskType.FEATURE_EXTRACTION, **self.cfg.options)
+        return config_cls(task_type=model.peft_task_type, **self.cfg.options)

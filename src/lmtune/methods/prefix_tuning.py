@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from peft import PrefixTuningConfig, TaskType
+from peft import PrefixTuningConfig
 from pydantic import Field
 
 from lmtune.config.schema import MethodConfig
@@ -37,7 +37,7 @@ class PrefixTuning(PeftStrategy):
 
     def peft_config(self, model) -> PrefixTuningConfig:
         return PrefixTuningConfig(
-            task_type=TaskType.FEATURE_EXTRACTION,
+            task_type=model.peft_task_type,
             num_virtual_tokens=self.cfg.num_virtual_tokens,
             prefix_projection=self.cfg.prefix_projection,
             encoder_hidden_size=self.cfg.encoder_hidden_size,

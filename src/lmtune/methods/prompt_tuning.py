@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from peft import PromptTuningConfig, PromptTuningInit, TaskType
+from peft import PromptTuningConfig, PromptTuningInit
 from pydantic import Field, model_validator
 
 from lmtune.config.schema import MethodConfig
@@ -45,7 +45,7 @@ class PromptTuning(PeftStrategy):
         cfg = self.cfg
         init = cfg.init if cfg.init != "auto" else ("text" if cfg.init_text else "vocab")
         return PromptTuningConfig(
-            task_type=TaskType.FEATURE_EXTRACTION,
+            task_type=model.peft_task_type,
             num_virtual_tokens=cfg.num_virtual_tokens,
             prompt_tuning_init=INIT[init],
             prompt_tuning_init_text=cfg.init_text if init == "text" else None,

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+import transformers
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lmtune.config.schema import ModelConfig
 from lmtune.errors import LmtuneError
@@ -122,7 +123,9 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_backbone(cfg: ModelConfig) -> Backbone:
+def load_backbone(cfg: ModelConfig, auto_class: str = "AutoModel") -> Backbone:
+    """`auto_class` is the task's: AutoModel (a body for a new head) or AutoModelForCausalLM/Seq2SeqLM (with the
+    pretrained LM head, for generation)."""
     path = resolve_model_path(cfg)
     try:
         config = AutoConfig.from_pretrained(path)
@@ -133,7 +136,10 @@ def load_backbone(cfg: ModelConfig) -> Backbone:
     # A fresh head is expected to be missing, and tensor-parallel notes do not apply to one process.
     for noisy in ("transformers.modeling_utils", "transformers.distributed.tensor_parallel"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    body = AutoModel.from_pretrained(path, config=config)
+    try:
+        body = getattr(transformers, auto_class).from_pretrained(path, config=config)
+    except ValueError as err:  # e.g. an encoder-only model asked to generate
+        raise LmtuneError(f"{cfg.name} ({config.model_type}) cannot load as {auto_class}: {err}") from None
     kind = backbone_kind(config)
     pooling = cfg.pooling
     if pooling == "auto":

@@ -1,6 +1,12 @@
-"""Tasks: how inputs are built, which head, which metrics, how to decode. One file per task kind."""
+"""Tasks: how inputs are built, which head, which metrics, how to decode. One file per task kind.
 
-from lmtune.tasks import classification  # noqa: F401  (registers the task)
-from lmtune.tasks.base import Task, TaskModel, build_task, registered_tasks
+To add one: write `tasks/<name>.py` with a config class (`name: Literal["<name>"]`) and a `Task` subclass
+decorated with `@register_task`, then import it below.
+"""
 
-__all__ = ["Task", "TaskModel", "build_task", "registered_tasks"]
+from lmtune.tasks.base import Task, TaskModel, build_task, register_task, registered_tasks, task_class, task_config_class
+
+# Each import registers one task.
+from lmtune.tasks import classification  # noqa: E402,F401
+
+__all__ = ["Task", "TaskModel", "build_task", "register_task", "registered_tasks", "task_class", "task_config_class"]

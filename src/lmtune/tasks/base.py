@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -9,8 +10,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from lmtune.config.schema import RunConfig
+from lmtune.config.schema import RunConfig, TaskConfig
 from lmtune.data.splits import Splits
+from lmtune.errors import LmtuneError
 
 if TYPE_CHECKING:
     from lmtune.models.loading import Backbone
@@ -19,14 +21,22 @@ if TYPE_CHECKING:
 class TaskModel(nn.Module):
     """A body (the backbone, possibly wrapped by a strategy) and a new task head that always trains.
 
-    Strategies replace or wrap `body`; the head, the pooling and the loss belong to the task.
+    Strategies replace or wrap `body`; the head, the pooling and the loss belong to the task. Generative tasks
+    keep the pretrained LM head inside `body` and have an empty `head`.
     """
 
-    def __init__(self, backbone: Backbone, head: nn.Module):
+    peft_task_type: str = "FEATURE_EXTRACTION"
+    """What PEFT should wrap the body as: FEATURE_EXTRACTION where the task owns the head, CAUSAL_LM or
+    SEQ_2_SEQ_LM where PEFT must also handle labels and generation (prompt methods prepend virtual tokens)."""
+
+    def __init__(self, backbone: Backbone, head: nn.Module | None = None):
         super().__init__()
         self.body = backbone.body
-        self.head = head
+        self.head = head if head is not None else nn.Module()  # an empty head saves and trains nothing
         self.backbone = backbone  # not a Module: tokenizer, path, kind, pooling, weights hash
+
+    def has_head(self) -> bool:
+        return any(True for _ in self.head.parameters())
 
     @property
     def tokenizer(self):
@@ -46,9 +56,32 @@ class TaskModel(nn.Module):
 
 class Task(ABC):
     name: ClassVar[str]
+    config_cls: ClassVar[type[TaskConfig]]
+    backbone_class: ClassVar[str] = "AutoModel"
+    """The transformers auto class the body loads with (AutoModel: no head; AutoModelForCausalLM: with its LM head)."""
+    default_max_length: ClassVar[int] = 128
+    default_metric: ClassVar[str] = "accuracy"
+    checkpoint_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "roc_auc", "pr_auc", "loss")
+    """Metrics the Trainer can compute at each evaluation (and so can pick checkpoints with)."""
+    summary: ClassVar[str] = ""
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
+
+    def resolve_defaults(self) -> None:
+        """Fill the config's task-dependent defaults (length, checkpoint metric), so the saved config is explicit."""
+        self.cfg.model.max_length = self.cfg.model.max_length or self.default_max_length
+        self.cfg.eval.metric = self.cfg.eval.metric or self.default_metric
+        if self.cfg.eval.metric not in self.checkpoint_metrics:
+            raise LmtuneError(
+                f"eval.metric={self.cfg.eval.metric!r} cannot pick checkpoints for the {self.name} task; "
+                f"use one of {', '.join(self.checkpoint_metrics)}"
+            )
+
+    def trainer_metrics(self):
+        """What the Trainer computes from predictions at each evaluation; None means the loss alone (generative
+        tasks: collecting vocabulary logits for every token would not fit in memory)."""
+        return lambda logits, label_ids: self.compute_metrics(logits, label_ids)
 
     @abstractmethod
     def load_data(self) -> Splits:
@@ -74,24 +107,38 @@ class Task(ABC):
     def predict(self, model: TaskModel, rows: list[dict]) -> list[dict]:
         """Human-readable predictions for raw rows."""
 
+    def evaluate(self, model: TaskModel, table, batch_size: int, quick: bool = False) -> dict[str, Any]:
+        """Metrics on a split of raw rows. `quick`: only what is cheap (generative tasks skip generation), for a
+        validation split when a test split gets the full evaluation. A `predictions` list in the result is
+        written beside the metrics by the caller."""
+        from lmtune.evaluate.evaluator import evaluate_split
+
+        return evaluate_split(model, self, table, batch_size)
+
     def save_head(self, model: TaskModel, directory: Path) -> list[Path]:
         from safetensors.torch import save_file
 
         from lmtune.io import atomic_write
 
+        if not model.has_head():
+            return []
         state = {k: v.contiguous() for k, v in model.head.state_dict().items()}
         return [atomic_write(directory / "head.safetensors", lambda tmp: save_file(state, str(tmp)))]
 
     def load_head(self, model: TaskModel, directory: Path) -> None:
         from safetensors.torch import load_file
 
-        model.head.load_state_dict(load_file(str(directory / "head.safetensors")))
+        if model.has_head():
+            model.head.load_state_dict(load_file(str(directory / "head.safetensors")))
 
 
 _TASKS: dict[str, type[Task]] = {}
 
 
 def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: the one line that makes a task known to the config and the CLI."""
+    if cls.name in _TASKS:
+        raise ValueError(f"task {cls.name!r} is registered twice")
     _TASKS[cls.name] = cls
     return cls
 
@@ -100,5 +147,17 @@ def registered_tasks() -> dict[str, type[Task]]:
     return dict(_TASKS)
 
 
+def task_class(name: str) -> type[Task]:
+    if name not in _TASKS:
+        close = difflib.get_close_matches(str(name), list(_TASKS), n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ValueError(f"unknown task {name!r}; {hint}known tasks: {', '.join(sorted(_TASKS))}")
+    return _TASKS[name]
+
+
+def task_config_class(name: str) -> type[TaskConfig]:
+    return task_class(name).config_cls
+
+
 def build_task(cfg: RunConfig) -> Task:
-    return _TASKS[cfg.task.name](cfg)
+    return task_class(cfg.task.name)(cfg)

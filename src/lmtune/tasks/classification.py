@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -10,6 +10,7 @@ from torch import nn
 from transformers import DataCollatorWithPadding
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from lmtune.config.schema import TaskConfig
 from lmtune.data.labels import check_labels, label_values, resolve_label_set
 from lmtune.data.sources import read_split
 from lmtune.data.splits import Splits, split_off_validation, stratified_sample
@@ -41,9 +42,16 @@ class SequenceClassifier(TaskModel):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
+class ClassificationConfig(TaskConfig):
+    name: Literal["classification"] = "classification"
+    """One label per text or text pair (data.text_column, data.text_pair_column, data.label_column)."""
+
+
 @register_task
 class ClassificationTask(Task):
     name = "classification"
+    config_cls = ClassificationConfig
+    summary = "one label per text or text pair; a new head on the pooled body"
 
     @property
     def labels(self) -> list[str]:

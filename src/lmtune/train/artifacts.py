@@ -37,9 +37,10 @@ def load_run(run_dir: str | Path, overrides: list[str] | None = None) -> LoadedR
     if cfg.method.name != saved.method.name:
         raise LmtuneError(f"{run_dir} holds a {saved.method.name} run; method.name cannot be overridden")
     provenance = json.loads((run_dir / rundir.PROVENANCE_FILE).read_text())
-    backbone = load_backbone(cfg.model)
-    rundir.check_same_base(run_dir, provenance, backbone)
     task = build_task(cfg)
+    task.resolve_defaults()  # configs saved before a default existed still load
+    backbone = load_backbone(cfg.model, task.backbone_class)
+    rundir.check_same_base(run_dir, provenance, backbone)
     strategy = build_strategy(cfg.method)
     model = task.build_model(backbone)
     strategy.load(model, run_dir)

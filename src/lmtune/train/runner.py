@@ -17,7 +17,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from lmtune.config.schema import RunConfig
 from lmtune.errors import LmtuneError
-from lmtune.evaluate.evaluator import evaluate_split, scalar_metrics
+from lmtune.evaluate.evaluator import scalar_metrics
+from lmtune.evaluate.predictions import take_predictions
 from lmtune.io import dir_bytes, write_json, write_yaml
 from lmtune.methods import build_strategy
 from lmtune.models.loading import load_backbone
@@ -86,7 +87,7 @@ def _resolve_learning_rates(cfg: RunConfig, strategy) -> None:
     cfg.train.head_learning_rate = cfg.train.head_learning_rate or max(cfg.train.learning_rate, DEFAULT_HEAD_LEARNING_RATE)
 
 
-def _training_arguments(cfg: RunConfig, run_dir: Path) -> TrainingArguments:
+def _training_arguments(cfg: RunConfig, run_dir: Path, loss_only: bool) -> TrainingArguments:
     t = cfg.train
     evaluate = t.eval_every != "no"
     return TrainingArguments(
@@ -115,6 +116,7 @@ def _training_arguments(cfg: RunConfig, run_dir: Path) -> TrainingArguments:
         disable_tqdm=not t.progress,
         dataloader_num_workers=0,
         label_names=["labels"],
+        prediction_loss_only=loss_only,
     )
 
 
@@ -124,10 +126,11 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
     configure_threads(cfg.train.num_threads)
     set_seed(cfg.train.seed)
     task = build_task(cfg)
+    task.resolve_defaults()
     strategy = build_strategy(cfg.method)
     splits = task.load_data()  # bad data fails here, before the model loads
     init_source = _init_source(cfg)
-    backbone = load_backbone(cfg.model)
+    backbone = load_backbone(cfg.model, task.backbone_class)
     model = _build_model(task, strategy, backbone, init_source)
     _resolve_learning_rates(cfg, strategy)
     write_yaml(run_dir / rundir.CONFIG_FILE, cfg.model_dump(mode="json"))
@@ -143,7 +146,7 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
     train_seconds = time.perf_counter() - started
 
     files = strategy.save(model, run_dir) + task.save_head(model, run_dir)
-    metrics = _final_metrics(cfg, model, task, splits)
+    metrics = _final_metrics(cfg, model, task, splits, run_dir)
     metrics.update(
         counts,
         trainable_percent=round(100 * counts["trainable_params"] / counts["total_params"], 4),
@@ -164,13 +167,14 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
 def _trainer(cfg: RunConfig, run_dir: Path, task, model, splits, callbacks) -> LmtuneTrainer:
     tokenizer = model.tokenizer
     early_stopping = [EarlyStoppingCallback(cfg.train.early_stopping_patience)] if cfg.train.early_stopping_patience else []
+    metric_fn = task.trainer_metrics()
     return LmtuneTrainer(
         model=model,
-        args=_training_arguments(cfg, run_dir),
+        args=_training_arguments(cfg, run_dir, loss_only=metric_fn is None),
         train_dataset=task.encode(splits.train, tokenizer),
         eval_dataset=task.encode(splits.validation, tokenizer),
         data_collator=task.collator(tokenizer),
-        compute_metrics=lambda p: scalar_metrics(task.compute_metrics(p.predictions, p.label_ids)),
+        compute_metrics=(lambda p: scalar_metrics(metric_fn(p.predictions, p.label_ids))) if metric_fn else None,
         callbacks=[JsonlLog(run_dir / rundir.LOG_FILE), *early_stopping, *(callbacks or [])],
         head_learning_rate=cfg.train.head_learning_rate,
     )
@@ -193,9 +197,12 @@ def serving_bytes(strategy, task, model) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def _final_metrics(cfg: RunConfig, model, task, splits) -> dict[str, Any]:
-    by_split = {"validation": evaluate_split(model, task, splits.validation, cfg.eval.batch_size)}
-    if splits.test is not None:
-        by_split["test"] = evaluate_split(model, task, splits.test, cfg.eval.batch_size)
-    headline = "test" if "test" in by_split else "validation"
+def _final_metrics(cfg: RunConfig, model, task, splits, run_dir: Path) -> dict[str, Any]:
+    has_test = splits.test is not None
+    by_split = {"validation": task.evaluate(model, splits.validation, cfg.eval.batch_size, quick=has_test)}
+    if has_test:
+        by_split["test"] = task.evaluate(model, splits.test, cfg.eval.batch_size)
+    for split, metrics in by_split.items():
+        take_predictions(metrics, run_dir, split)
+    headline = "test" if has_test else "validation"
     return {**by_split[headline], "eval_split": headline, "splits": by_split}
