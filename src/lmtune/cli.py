@@ -14,7 +14,9 @@ USAGE = """lmtune — fine-tune pretrained language models with any strategy
 
   lmtune train [CONFIG.yaml] [key.path=value ...]   train one run (e.g. method.rank=16 train.learning_rate=3e-4)
   lmtune eval RUN_DIR [--split test] [key=value ...] re-evaluate a finished run, print and save metrics
-  lmtune predict RUN_DIR --text "..." | --file rows.jsonl   label + probabilities
+  lmtune eval RUN_DIR --task llm_adapters --datasets gsm8k,SVAMP,boolq [--max-samples N]
+  lmtune eval --base smollm2 --task llm_adapters --datasets boolq   the untuned model (zero-shot reference)
+  lmtune predict RUN_DIR --text "..." | --file rows.jsonl   label + probabilities, generation or tags
   lmtune methods                                     every strategy with its options and defaults
   lmtune config [CONFIG.yaml] [key=value ...]        print the resolved config
   lmtune quickstart [key=value ...]                  the product-review example: three strategies side by side
@@ -27,10 +29,16 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("train", "config"):
         cmd = sub.add_parser(name, help=f"{name} from a YAML config plus key.path=value overrides")
         cmd.add_argument("items", nargs="*", help="CONFIG.yaml (optional, first) and key.path=value overrides")
-    ev = sub.add_parser("eval", help="re-evaluate a finished run")
-    ev.add_argument("run_dir")
+    ev = sub.add_parser("eval", help="re-evaluate a finished run, or evaluate on a suite of test sets")
+    ev.add_argument("run_dir", nargs="?", help="a finished run directory (or give --base)")
     ev.add_argument("--split", default="validation", choices=["validation", "test"])
-    ev.add_argument("overrides", nargs="*", help="e.g. data.test=other.jsonl")
+    ev.add_argument("--task", dest="suite", choices=["llm_adapters"], help="evaluate on a suite of test sets")
+    ev.add_argument("--datasets", help="comma-separated sets of the suite, e.g. gsm8k,SVAMP,mawps,boolq,ARC-Easy")
+    ev.add_argument("--max-samples", type=int, help="the first N rows of each set (quick runs, CPU)")
+    ev.add_argument("--data-root", help="the suite's dataset folder (default: found under ../shared/data)")
+    ev.add_argument("--base", help="evaluate this untuned model instead of a run (zero-shot reference)")
+    ev.add_argument("--output", default="runs/zero-shot", help="with --base: where predictions and the summary go")
+    ev.add_argument("overrides", nargs="*", help="e.g. data.test=other.jsonl task.generation.max_new_tokens=64")
     pr = sub.add_parser("predict", help="predict labels with a finished run")
     pr.add_argument("run_dir")
     group = pr.add_mutually_exclusive_group(required=True)
@@ -70,9 +78,23 @@ def _config(args) -> None:
 
 
 def _eval(args) -> None:
-    from lmtune.evaluate.run_eval import evaluate_run
+    from lmtune.evaluate.run_eval import evaluate_run, evaluate_run_on_suite
 
-    metrics = evaluate_run(args.run_dir, args.split, args.overrides)
+    overrides = list(args.overrides)
+    if args.run_dir and "=" in args.run_dir:  # `lmtune eval --base m key=value`: the first override lands here
+        overrides.insert(0, args.run_dir)
+        args.run_dir = None
+    if bool(args.run_dir) == bool(args.base):
+        raise LmtuneError("give a run directory or --base MODEL (not both)")
+    if args.suite:
+        if not args.datasets:
+            raise LmtuneError(f"--task {args.suite} needs --datasets, e.g. --datasets gsm8k,SVAMP,boolq")
+        names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+        print(evaluate_run_on_suite(args.run_dir, args.base, args.suite, names, args, overrides))
+        return
+    if args.base:
+        raise LmtuneError("--base evaluates an untuned model on a suite: add --task llm_adapters --datasets ...")
+    metrics = evaluate_run(args.run_dir, args.split, overrides)
     _print_metrics(metrics)
 
 
@@ -80,14 +102,11 @@ def _predict(args) -> None:
     from lmtune.train.artifacts import load_run
 
     loaded = load_run(args.run_dir)
-    data = loaded.config.data
     if args.text:
-        rows = [{data.text_column: t} for t in args.text]
-        if args.pair:
-            if not data.text_pair_column or len(args.pair) != len(args.text):
-                raise LmtuneError("--pair needs a pair-classification run and one --pair per --text")
-            for row, pair in zip(rows, args.pair):
-                row[data.text_pair_column] = pair
+        if args.pair and len(args.pair) != len(args.text):
+            raise LmtuneError("give one --pair per --text")
+        pairs = args.pair or [None] * len(args.text)
+        rows = [loaded.task.row_from_text(text, pair) for text, pair in zip(args.text, pairs)]
     else:
         rows = _read_jsonl(Path(args.file))
     for row, prediction in zip(rows, loaded.task.predict(loaded.model, rows)):
@@ -122,7 +141,7 @@ def _quickstart(args) -> None:
 
 
 def _print_metrics(metrics: dict) -> None:
-    shown = {k: v for k, v in metrics.items() if k not in ("splits", "confusion_matrix", "evaluations")}
+    shown = {k: v for k, v in metrics.items() if k not in ("splits", "confusion_matrix", "evaluations", "per_type")}
     width = max(len(k) for k in shown)
     for key, value in shown.items():
         print(f"  {key:<{width}}  {round(value, 4) if isinstance(value, float) else value}")

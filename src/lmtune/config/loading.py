@@ -88,16 +88,19 @@ def _suggestion(loc: list[str], raw: dict) -> str:
 
 
 def _model_at(loc: list[str], raw: dict) -> type[BaseModel] | None:
-    """The config class that validates the section at `loc` (the method section's class comes from the registry)."""
+    """The config class that validates the section at `loc` (method and task classes come from their registries)."""
     from lmtune.methods import method_config_class
+    from lmtune.tasks import task_config_class
 
+    registries = {"method": (method_config_class, "lora"), "task": (task_config_class, "classification")}
     model: type[BaseModel] = RunConfig
     node: Any = raw
     for part in loc:
         node = node.get(part, {}) if isinstance(node, dict) else {}
-        if model is RunConfig and part == "method":
+        if model is RunConfig and part in registries:
+            config_class, default = registries[part]
             try:
-                model = method_config_class(node.get("name", "lora"))
+                model = config_class(node.get("name", default))
             except ValueError:
                 return None
             continue

@@ -136,6 +136,8 @@ def load_backbone(cfg: ModelConfig, auto_class: str = "AutoModel") -> Backbone:
     # A fresh head is expected to be missing, and tensor-parallel notes do not apply to one process.
     for noisy in ("transformers.modeling_utils", "transformers.distributed.tensor_parallel"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    if auto_class == "AutoModelForCausalLM" and getattr(config, "is_encoder_decoder", False):
+        auto_class = "AutoModelForSeq2SeqLM"  # generative tasks take either kind of LM
     try:
         body = getattr(transformers, auto_class).from_pretrained(path, config=config)
     except ValueError as err:  # e.g. an encoder-only model asked to generate

@@ -7,6 +7,6 @@ decorated with `@register_task`, then import it below.
 from lmtune.tasks.base import Task, TaskModel, build_task, register_task, registered_tasks, task_class, task_config_class
 
 # Each import registers one task.
-from lmtune.tasks import classification  # noqa: E402,F401
+from lmtune.tasks import classification, instruction, token_classification, translation  # noqa: E402,F401
 
 __all__ = ["Task", "TaskModel", "build_task", "register_task", "registered_tasks", "task_class", "task_config_class"]

@@ -29,6 +29,10 @@ class TaskModel(nn.Module):
     """What PEFT should wrap the body as: FEATURE_EXTRACTION where the task owns the head, CAUSAL_LM or
     SEQ_2_SEQ_LM where PEFT must also handle labels and generation (prompt methods prepend virtual tokens)."""
 
+    accepts_loss_kwargs: bool = False
+    """Trainer reads this: only models whose loss honours `num_items_in_batch` may skip its division by the
+    gradient-accumulation steps (a forward with **kwargs would otherwise be taken to honour it)."""
+
     def __init__(self, backbone: Backbone, head: nn.Module | None = None):
         super().__init__()
         self.body = backbone.body
@@ -107,6 +111,12 @@ class Task(ABC):
     def predict(self, model: TaskModel, rows: list[dict]) -> list[dict]:
         """Human-readable predictions for raw rows."""
 
+    def row_from_text(self, text: str, pair: str | None = None) -> dict:
+        """The input row `lmtune predict --text` builds from a string."""
+        if pair is not None:
+            raise LmtuneError(f"--pair does not apply to the {self.name} task")
+        return {"text": text}
+
     def evaluate(self, model: TaskModel, table, batch_size: int, quick: bool = False) -> dict[str, Any]:
         """Metrics on a split of raw rows. `quick`: only what is cheap (generative tasks skip generation), for a
         validation split when a test split gets the full evaluation. A `predictions` list in the result is
@@ -114,6 +124,10 @@ class Task(ABC):
         from lmtune.evaluate.evaluator import evaluate_split
 
         return evaluate_split(model, self, table, batch_size)
+
+    def data_report(self, splits: Splits) -> dict[str, Any]:
+        """Facts about the data worth keeping in metrics.json (e.g. how many rows were cut to max_length)."""
+        return {}
 
     def save_head(self, model: TaskModel, directory: Path) -> list[Path]:
         from safetensors.torch import save_file

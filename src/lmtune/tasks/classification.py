@@ -150,6 +150,12 @@ class ClassificationTask(Task):
                 results.append({"label": self.labels[best], "probabilities": dict(zip(self.labels, row_probs))})
         return results
 
+    def row_from_text(self, text: str, pair: str | None = None) -> dict:
+        data = self.cfg.data
+        if pair is not None and not data.text_pair_column:
+            raise LmtuneError("--pair needs a run trained on text pairs (data.text_pair_column)")
+        return {data.text_column: text, **({data.text_pair_column: pair} if pair is not None else {})}
+
     def _check_columns_in_rows(self, rows: list[dict]) -> None:
         for key in ("text_column", "text_pair_column"):
             column = getattr(self.cfg.data, key)

@@ -157,6 +157,7 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
         global_step=trainer.state.global_step,
         method=strategy.name,
         serve_kind=strategy.serve_kind,
+        **task.data_report(splits),
     )
     write_json(run_dir / rundir.METRICS_FILE, metrics)  # written last: its presence marks a finished run
     if not cfg.train.keep_checkpoints:

@@ -26,6 +26,8 @@ BOTTLENECK_PLACEMENTS: dict[str, dict[str, str]] = {
     "qwen2": _LLAMA,
     "gemma3_text": _LLAMA,
     "gpt2": {"attention": r"attn\.c_proj", "mlp": r"mlp\.c_proj"},
+    # T5 (encoder and decoder stacks): attention outputs `SelfAttention.o`/`EncDecAttention.o`, MLP output `wo`
+    "t5": {"attention": r".*Attention\.o", "mlp": r".*DenseReluDense\.wo"},
 }
 
 

@@ -1,0 +1,91 @@
+"""`lmtune eval RUN --task llm_adapters --datasets gsm8k,SVAMP,boolq`: one model, several of the LLM-Adapters
+evaluation sets, one table. Also evaluates an untuned model (`--base smollm2`): the zero-shot score a tuned run
+should beat."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from lmtune.config.loading import resolve_config
+from lmtune.data.sources import read_file
+from lmtune.errors import LmtuneError
+from lmtune.evaluate.predictions import PREDICTIONS_DIR, take_predictions
+from lmtune.io import write_json
+
+SUITES = {"llm_adapters": "LMTUNE_LLM_ADAPTERS_DATA"}
+"""Suite name → the environment variable that may point at its `dataset/` folder."""
+
+
+def suite_root(suite: str, given: str | None) -> Path:
+    """The folder holding `<name>/test.json` for each set: given, from the environment, or the project's
+    `../shared/data/llm_adapters/dataset` found from the working directory upwards."""
+    if suite not in SUITES:
+        raise LmtuneError(f"unknown evaluation suite {suite!r}; known: {', '.join(SUITES)}")
+    candidates = [given, os.environ.get(SUITES[suite])]
+    here = Path.cwd().resolve()
+    candidates += [str(p / "shared" / "data" / "llm_adapters" / "dataset") for p in (here, *here.parents)]
+    for candidate in filter(None, candidates):
+        if Path(candidate).is_dir():
+            return Path(candidate)
+    raise LmtuneError(
+        f"cannot find the {suite} datasets; pass --data-root DIR (the folder with gsm8k/, SVAMP/, ...) or set {SUITES[suite]}"
+    )
+
+
+def suite_sets(root: Path, names: list[str]) -> dict[str, Path]:
+    available = sorted(p.name for p in root.iterdir() if (p / "test.json").is_file())
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise LmtuneError(f"no test set {', '.join(unknown)} in {root}; available: {', '.join(available)}")
+    return {name: root / name / "test.json" for name in names}
+
+
+def evaluate_suite(loaded, suite: str, names: list[str], data_root: str | None, max_samples: int | None,
+                   out_dir: Path) -> dict[str, dict[str, Any]]:
+    """Generate on each set with the loaded model; predictions go to `out_dir/predictions/<suite>/<set>.jsonl`."""
+    if loaded.task.name != "instruction":
+        raise LmtuneError(f"--task {suite} evaluates instruction-tuned models; this run's task is {loaded.task.name}")
+    results = {}
+    for name, path in suite_sets(suite_root(suite, data_root), names).items():
+        table = read_file(str(path))
+        if max_samples:
+            table = table.select(range(min(max_samples, len(table))))
+        print(f"{suite}/{name}: {len(table)} rows")
+        metrics = loaded.task.evaluate(loaded.model, table, loaded.config.eval.batch_size)
+        take_predictions(metrics, out_dir, f"{suite}/{name}")
+        results[name] = {"source": str(path), **metrics}
+    return results
+
+
+def untuned(model_name: str, overrides: list[str] | None):
+    """The base model as an instruction model with nothing trained: the zero-shot reference."""
+    from lmtune.methods import build_strategy
+    from lmtune.models.loading import load_backbone
+    from lmtune.tasks import build_task
+    from lmtune.train.artifacts import LoadedRun
+
+    cfg = resolve_config({"model": {"name": model_name}, "task": {"name": "instruction"}}, overrides)
+    task = build_task(cfg)
+    task.resolve_defaults()
+    model = task.build_model(load_backbone(cfg.model, task.backbone_class))
+    model.eval()
+    return LoadedRun(Path("."), cfg, task, build_strategy(cfg.method), model)
+
+
+def suite_table(results: dict[str, dict[str, Any]]) -> str:
+    lines = [f"{'dataset':<14} {'rows':>6} {'accuracy':>9} {'no answer':>10}"]
+    for name, m in results.items():
+        lines.append(f"{name:<14} {m['rows']:>6} {m['accuracy']:>9.3f} {m['no_answer']:>10}")
+    if len(results) > 1:
+        mean = sum(m["accuracy"] for m in results.values()) / len(results)
+        lines.append(f"{'mean':<14} {'':>6} {mean:>9.3f}")
+    return "\n".join(lines)
+
+
+def record_suite(out_dir: Path, suite: str, results: dict[str, dict[str, Any]], model_id: str) -> Path:
+    """`<suite>.json` beside the predictions: per-set metrics, the model, when."""
+    summary = {"suite": suite, "model": model_id, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sets": results}
+    return write_json(out_dir / PREDICTIONS_DIR / f"{suite}.json", summary)

@@ -1,0 +1,203 @@
+"""What generative tasks share (instruction following, translation): a causal or encoder-decoder LM keeps its
+pretrained LM head, learns the response with the prompt masked out of the loss, and is evaluated by generating.
+
+Each subclass says how rows become `Example`s and how generations are scored.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+import datasets
+import torch
+from pydantic import Field
+from torch.utils.data import DataLoader
+from transformers import DataCollatorForSeq2Seq
+
+from lmtune.config.schema import GenerationConfig, TaskConfig
+from lmtune.data.splits import Splits
+from lmtune.data.templates import Example, PromptTemplate, TemplateName, build_template
+from lmtune.errors import LmtuneError
+from lmtune.evaluate.generation import generate_texts
+from lmtune.tasks.base import Task, TaskModel
+
+IGNORE = -100  # label id the loss skips
+
+
+class GenerativeTaskConfig(TaskConfig):
+    template: TemplateName = "auto"
+    """Prompt format: `alpaca` (the LLM-Adapters paper's), `chat` (the model's own chat template), `auto` (chat
+    where the tokenizer has a chat template, else alpaca)."""
+    train_on_inputs: bool = False
+    """Also learn to produce the prompt; by default the loss covers the response only."""
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    """Decoding at evaluation and prediction time."""
+
+
+class GenerativeModel(TaskModel):
+    """The body is the whole LM (its head included); PEFT wraps it as a causal or seq2seq LM so that prompt
+    methods also handle labels and generation."""
+
+    accepts_loss_kwargs = True  # the LM's loss honours num_items_in_batch: exact means under gradient accumulation
+
+    def __init__(self, backbone):
+        super().__init__(backbone)
+        self.encoder_decoder = bool(getattr(backbone.body.config, "is_encoder_decoder", False))
+        self.peft_task_type = "SEQ_2_SEQ_LM" if self.encoder_decoder else "CAUSAL_LM"
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, num_items_in_batch=None, **_: Any):
+        extra = {"num_items_in_batch": num_items_in_batch} if num_items_in_batch is not None else {}
+        return self.body(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **extra)
+
+
+class GenerativeTask(Task):
+    backbone_class = "AutoModelForCausalLM"  # encoder-decoder configs load as Seq2SeqLM (models/loading.py)
+    default_max_length = 256  # the LLM-Adapters cut-off
+    default_metric = "loss"
+    checkpoint_metrics = ("loss",)
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.encoder_decoder = False  # set by build_model: how features are laid out
+        self._truncated: dict[str, int] = {}  # table fingerprint -> rows cut to max_length
+
+    @abstractmethod
+    def read_split(self, which: str) -> datasets.Dataset | None:
+        """The raw table of a split (None where not configured)."""
+
+    @abstractmethod
+    def examples(self, table: datasets.Dataset) -> list[Example]:
+        """Rows as examples; bad records raise a clear error."""
+
+    @abstractmethod
+    def score(self, examples: list[Example], generations: list[str]) -> dict[str, Any]:
+        """Task metrics, plus a `predictions` list a person can read."""
+
+    def stop_strings(self, template: PromptTemplate) -> list[str]:
+        """Where a generation that runs past its answer is cut (the template's next section)."""
+        return ["### Instruction:", "### Response:", "Below is an instruction"] if template.name == "alpaca" else []
+
+    def trainer_metrics(self):
+        return None  # generation runs once after training; checkpoints are picked by validation loss
+
+    # ---- data -------------------------------------------------------------------------------------------------
+
+    def load_data(self) -> Splits:
+        data, seed = self.cfg.data, self.cfg.train.seed
+        train = self.read_split("train")
+        if train is None:
+            raise LmtuneError("no training data: set data.train")
+        missing = sum(not e.output for e in self.examples(train))
+        if missing:
+            raise LmtuneError(f"{missing} training rows have an empty response (output/target); fill or drop them")
+        if data.max_train_samples and data.max_train_samples < len(train):
+            train = train.shuffle(seed=seed).select(range(data.max_train_samples))
+        validation = self.read_split("validation")
+        if validation is None:
+            if len(train) < 4:
+                raise LmtuneError(f"the training data has {len(train)} rows; too few to split off validation (give data.validation)")
+            parts = train.train_test_split(test_size=data.validation_fraction, seed=seed)
+            train, validation = parts["train"], parts["test"]
+        return Splits(train, self._checked(validation, "validation"), self._checked(self.read_split("test"), "test"))
+
+    def _checked(self, table, split: str):
+        if table is None:
+            return None
+        if len(table) == 0:
+            raise LmtuneError(f"the {split} data is empty")
+        self.examples(table)  # format errors surface now, not after training
+        limit = self.cfg.data.max_eval_samples
+        return table.select(range(min(limit, len(table)))) if limit else table
+
+    # ---- model and features -----------------------------------------------------------------------------------
+
+    def build_model(self, backbone) -> GenerativeModel:
+        config = backbone.body.config
+        if backbone.kind != "decoder" and not getattr(config, "is_encoder_decoder", False):
+            raise LmtuneError(
+                f"the {self.name} task generates text: it needs a decoder (causal LM, e.g. smollm2) or an encoder-decoder "
+                f"model (e.g. T5); {backbone.model_id} is an encoder ({config.model_type})"
+            )
+        model = GenerativeModel(backbone)
+        self.encoder_decoder = model.encoder_decoder
+        return model
+
+    def template(self, tokenizer) -> PromptTemplate:
+        return build_template(self.cfg.task.template, tokenizer)
+
+    def encode(self, table, tokenizer):
+        template = self.template(tokenizer)
+        rows = [self._features(e, template, tokenizer) for e in self.examples(table)]
+        truncated = sum(r.pop("truncated") for r in rows)
+        self._truncated[table._fingerprint] = truncated
+        if truncated:
+            print(f"{self.name}: {truncated} of {len(rows)} rows were cut to model.max_length={self.cfg.model.max_length} "
+                  "tokens (their responses lose their ends); raise model.max_length to keep them")
+        return datasets.Dataset.from_list(rows)
+
+    def _features(self, example: Example, template: PromptTemplate, tokenizer) -> dict:
+        limit = self.cfg.model.max_length
+        prompt = tokenizer(template.prompt(example), add_special_tokens=template.add_special_tokens)["input_ids"]
+        if self.encoder_decoder:
+            target = tokenizer(text_target=template.response(example))["input_ids"]
+            truncated = len(prompt) > limit or len(target) > limit
+            return {"input_ids": prompt[:limit], "attention_mask": [1] * min(len(prompt), limit),
+                    "labels": target[:limit], "truncated": truncated}
+        response = tokenizer(template.response(example), add_special_tokens=False)["input_ids"]
+        if template.append_eos and tokenizer.eos_token_id is not None:
+            response = response + [tokenizer.eos_token_id]
+        ids = prompt + response
+        labels = (prompt if self.cfg.task.train_on_inputs else [IGNORE] * len(prompt)) + response
+        return {"input_ids": ids[:limit], "attention_mask": [1] * min(len(ids), limit), "labels": labels[:limit],
+                "truncated": len(ids) > limit}
+
+    def collator(self, tokenizer):
+        return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE, padding=True)
+
+    def compute_metrics(self, logits, label_ids) -> dict[str, Any]:
+        raise NotImplementedError("generative tasks are scored by generating (evaluate), not from logits")
+
+    def data_report(self, splits: Splits) -> dict[str, Any]:
+        return {"truncated_train_rows": self._truncated.get(splits.train._fingerprint)}
+
+    # ---- evaluation -------------------------------------------------------------------------------------------
+
+    def evaluate(self, model: TaskModel, table, batch_size: int, quick: bool = False) -> dict[str, Any]:
+        examples = self.examples(table)
+        metrics: dict[str, Any] = {"rows": len(examples)}
+        with_output = [i for i, e in enumerate(examples) if e.output]
+        if with_output:  # some test sets (mawps, mathqa) carry answers only: no response to score the loss on
+            metrics["loss"] = self.loss(model, table.select(with_output), batch_size)
+        if quick:
+            return metrics
+        metrics.update(self.score(examples, self.generate(model, examples)))
+        return metrics
+
+    def generate(self, model: TaskModel, examples: list[Example]) -> list[str]:
+        template = self.template(model.tokenizer)
+        prompts = [template.prompt(e) for e in examples]
+        return generate_texts(
+            model, prompts, self.cfg.task.generation, template.add_special_tokens,
+            stops=self.stop_strings(template), progress=self.cfg.train.progress,
+        )
+
+    @torch.no_grad()
+    def loss(self, model: TaskModel, table, batch_size: int) -> float:
+        """Mean loss per response token (teacher forcing)."""
+        encoded = self.encode(table, model.tokenizer)
+        model.eval()
+        total, tokens = 0.0, 0
+        for batch in DataLoader(encoded, batch_size=batch_size, collate_fn=self.collator(model.tokenizer)):
+            count = int((batch["labels"] != IGNORE).sum())
+            total += float(model(**batch).loss) * count
+            tokens += count
+        return total / max(tokens, 1)
+
+    def predict(self, model: TaskModel, rows: list[dict]) -> list[dict]:
+        table = datasets.Dataset.from_list(rows)
+        examples = self.examples(table)
+        return [self.prediction(e, g) for e, g in zip(examples, self.generate(model, examples))]
+
+    def prediction(self, example: Example, generation: str) -> dict[str, Any]:
+        return {"generation": generation}
