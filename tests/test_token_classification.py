@@ -9,15 +9,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import (
+    FILLER,
+    NEGATIVE,
+    POSITIVE,
+    SHARED_DATA,
+    tiny_raw_config,
+    write_jsonl,
+)
 from transformers import TrainerCallback
 
-from conftest import FILLER, NEGATIVE, POSITIVE, SHARED_DATA, tiny_raw_config, write_jsonl
 from lmtune.config import resolve_config
 from lmtune.data.conll import read_conll, resolve_tag_set
 from lmtune.errors import LmtuneError
 from lmtune.models.loading import load_tokenizer
 from lmtune.tasks import build_task
-from lmtune.tasks.token_classification import IGNORE, align_labels, continuation_ids, entities, tag_metrics
+from lmtune.tasks.token_classification import (
+    IGNORE,
+    align_labels,
+    continuation_ids,
+    entities,
+    tag_metrics,
+)
 from lmtune.train import train
 from lmtune.train.artifacts import load_run
 from lmtune.train.rundir import LOG_FILE

@@ -25,8 +25,8 @@ def suite_root(suite: str, given: str | None) -> Path:
     if suite not in SUITES:
         raise LmtuneError(f"unknown evaluation suite {suite!r}; known: {', '.join(SUITES)}")
     candidates = [given, os.environ.get(SUITES[suite])]
-    here = Path.cwd().resolve()
-    candidates += [str(p / "shared" / "data" / "llm_adapters" / "dataset") for p in (here, *here.parents)]
+    here, source = Path.cwd().resolve(), Path(__file__).resolve()  # the source tree too: a checkout beside shared/
+    candidates += [str(p / "shared" / "data" / "llm_adapters" / "dataset") for p in (here, *here.parents, *source.parents)]
     for candidate in filter(None, candidates):
         if Path(candidate).is_dir():
             return Path(candidate)
@@ -43,13 +43,13 @@ def suite_sets(root: Path, names: list[str]) -> dict[str, Path]:
     return {name: root / name / "test.json" for name in names}
 
 
-def evaluate_suite(loaded, suite: str, names: list[str], data_root: str | None, max_samples: int | None,
+def evaluate_suite(loaded, suite: str, sets: dict[str, Path], max_samples: int | None,
                    out_dir: Path) -> dict[str, dict[str, Any]]:
     """Generate on each set with the loaded model; predictions go to `out_dir/predictions/<suite>/<set>.jsonl`."""
     if loaded.task.name != "instruction":
         raise LmtuneError(f"--task {suite} evaluates instruction-tuned models; this run's task is {loaded.task.name}")
     results = {}
-    for name, path in suite_sets(suite_root(suite, data_root), names).items():
+    for name, path in sets.items():
         table = read_file(str(path))
         if max_samples:
             table = table.select(range(min(max_samples, len(table))))

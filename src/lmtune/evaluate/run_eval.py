@@ -40,11 +40,12 @@ def record(run_dir: Path, split: str, metrics: dict[str, Any], source: str) -> N
 def evaluate_run_on_suite(run_dir: str | None, base: str | None, suite: str, names: list[str], options,
                           overrides: list[str]) -> str:
     """A run (or an untuned base model) on several test sets of a suite; returns the table to print."""
-    from lmtune.evaluate.benchmark_sets import evaluate_suite, record_suite, suite_table, untuned
+    from lmtune.evaluate.benchmark_sets import evaluate_suite, record_suite, suite_root, suite_sets, suite_table, untuned
 
+    sets = suite_sets(suite_root(suite, options.data_root), names)  # before a model loads: typos fail in seconds
     loaded = untuned(base, overrides) if base else load_run(run_dir, overrides)
     out_dir = Path(options.output) if base else Path(run_dir)
-    results = evaluate_suite(loaded, suite, names, options.data_root, options.max_samples, out_dir)
+    results = evaluate_suite(loaded, suite, sets, options.max_samples, out_dir)
     summary = record_suite(out_dir, suite, results, loaded.config.model.name)
     if not base:
         for name, metrics in results.items():

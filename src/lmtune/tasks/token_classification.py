@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
+from seqeval.metrics import (
+    accuracy_score,
+    classification_report,
+    f1_score,
+    precision_score,
+    recall_score,
+)
 from seqeval.metrics.sequence_labeling import get_entities
 from torch import nn
 from transformers import DataCollatorForTokenClassification
 from transformers.modeling_outputs import TokenClassifierOutput
 
 from lmtune.config.schema import TaskConfig
-from lmtune.data.conll import TAGS, TOKENS, check_tags, read_tagged_split, resolve_tag_set
+from lmtune.data.conll import (
+    TAGS,
+    TOKENS,
+    check_tags,
+    read_tagged_split,
+    resolve_tag_set,
+)
 from lmtune.data.splits import Splits, split_off_validation, stratified_sample
 from lmtune.errors import LmtuneError
 from lmtune.models.pooling import real_token_states

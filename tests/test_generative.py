@@ -1,0 +1,282 @@
+"""Generative tasks: instruction tuning and translation on tiny causal and encoder-decoder models."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED_DATA, write_jsonl
+from lmtune.config.loading import resolve_config
+from lmtune.data.templates import ALPACA, ALPACA_WITH_INPUT, Example, build_template, record_format, to_example
+from lmtune.errors import LmtuneError
+from lmtune.tasks import build_task
+from lmtune.train import train
+from lmtune.train.artifacts import load_run
+
+WORDS = "red blue green black white big small old new".split()
+INSTRUCTION = "Translate the following English text into German."
+
+
+def copy_rows(count: int, seed: int) -> list[dict]:
+    """"which colour is X" -> "the answer is X": learnable by a tiny model in a few dozen steps."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        word, number = rng.choice(WORDS), rng.randint(0, 9)
+        rows.append({"instruction": f"copy {word} {number}", "input": "", "output": f"the answer is {number}", "answer": str(number)})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def gen_data(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("gen-data")
+    files = {
+        "train": write_jsonl(folder / "train.jsonl", copy_rows(160, 1)),
+        "validation": write_jsonl(folder / "validation.jsonl", copy_rows(16, 2)),
+        "test": write_jsonl(folder / "test.jsonl", copy_rows(12, 3)),
+    }
+    rng = random.Random(4)
+    pairs = [[rng.choice(WORDS) for _ in range(3)] for _ in range(60)]
+    for lang, sentences in (("en", [" ".join(p) for p in pairs]), ("de", [" ".join(reversed(p)) for p in pairs])):
+        with gzip.open(folder / f"train.{lang}.gz", "wt", encoding="utf-8") as handle:
+            handle.write("\n".join(sentences) + "\n")
+    files["parallel"] = folder / "train"
+    return files
+
+
+@pytest.fixture(scope="module")
+def gen_models(tmp_path_factory) -> dict[str, Path]:
+    from lmtune.models.tiny import build_tiny_model
+
+    texts = [ALPACA, ALPACA_WITH_INPUT, INSTRUCTION, " ".join(WORDS), "copy the answer is 0 1 2 3 4 5 6 7 8 9"]
+    folder = tmp_path_factory.mktemp("gen-models")
+    return {arch: build_tiny_model(arch, folder / arch, texts) for arch in ("llama", "gpt2", "t5", "bert")}
+
+
+def gen_config(model: Path, data: dict, out: Path, method: dict, task: str = "instruction", **train_options):
+    raw = {
+        "model": {"name": str(model), "max_length": 64},
+        "task": {"name": task, "generation": {"max_new_tokens": 6, "batch_size": 8}},
+        "data": {"train": str(data["train"]), "validation": str(data["validation"]), "test": str(data["test"])},
+        "method": method,
+        "train": {"batch_size": 16, "progress": False, "num_threads": 1, "learning_rate": 1e-2, "max_steps": 12,
+                  "eval_every": "no", "warmup_ratio": 0.0, **train_options},
+        "output": {"dir": str(out), "name": f"{task}-{method['name']}"},
+    }
+    return resolve_config(raw)
+
+
+# ---- records and templates -----------------------------------------------------------------------------------
+
+
+def test_alpaca_prompt_is_the_papers_template():
+    example = to_example({"instruction": "Add 2 and 3.", "input": "", "output": "5", "answer": "5"}, "alpaca")
+    prompt = build_template("alpaca", tokenizer=None).prompt(example)
+    assert prompt == ALPACA.format(instruction="Add 2 and 3.")
+    assert prompt.endswith("### Response:\n")
+    with_input = to_example({"instruction": "Add.", "input": "2 and 3", "output": "5"}, "alpaca")
+    assert "### Input:\n2 and 3\n\n### Response:\n" in build_template("alpaca", None).prompt(with_input)
+    assert with_input.gold == "5"  # no answer field: the output is the gold
+
+
+def test_gsm8k_records_keep_the_rationale_and_final_number():
+    row = {"question": "Q?", "answer": "She sells 16 - 3 - 4 = <<16-3-4=9>>9 eggs.\n#### 1,234"}
+    assert record_format(["question", "answer"]) == "gsm8k"
+    example = to_example(row, "gsm8k")
+    assert example.gold == "1234"
+    assert "<<" not in example.output and example.output.endswith("The answer is 1234.")
+    with pytest.raises(LmtuneError, match="####"):
+        to_example({"question": "Q?", "answer": "no final line"}, "gsm8k")
+
+
+def test_real_gsm8k_and_llm_adapters_rows_convert():
+    gsm8k = json.loads((SHARED_DATA / "gsm8k" / "test.jsonl").read_text().splitlines()[0])
+    assert to_example(gsm8k, "gsm8k").gold == "18"
+    math = json.loads((SHARED_DATA / "llm_adapters" / "ft-training_set" / "math_data.json").read_text())[0]
+    example = to_example(math, record_format(list(math)))
+    assert example.gold == "4.0" and example.output.endswith("The answer is 4.")
+
+
+def test_unknown_record_format_names_the_accepted_ones():
+    with pytest.raises(LmtuneError, match="instruction.*question.*messages"):
+        record_format(["text", "label"])
+
+
+def test_chat_template_response_is_the_rendered_assistant_turn(gen_models):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gen_models["llama"])
+    tokenizer.chat_template = (
+        "{% for m in messages %}<s>{{ m['role'] }} {{ m['content'] }}</s>{% endfor %}"
+        "{% if add_generation_prompt %}<s>assistant {% endif %}"
+    )
+    template = build_template("auto", tokenizer)
+    example = Example("copy red 3", "", "the answer is 3", "3")
+    assert template.name == "chat"
+    assert template.prompt(example) == "<s>user copy red 3</s><s>assistant "
+    assert template.response(example) == "the answer is 3</s>"
+    chat = to_example({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "red"}]}, "chat")
+    assert template.prompt(chat) == "<s>user hi</s><s>assistant "
+    with pytest.raises(LmtuneError, match="chat template"):
+        build_template("alpaca", tokenizer).prompt(chat)
+
+
+def test_loss_covers_the_response_only_unless_asked(gen_models, gen_data, tmp_path):
+    from lmtune.models.loading import load_backbone
+
+    for train_on_inputs in (False, True):
+        cfg = gen_config(gen_models["llama"], gen_data, tmp_path, {"name": "lora"})
+        cfg.task.train_on_inputs = train_on_inputs
+        task = build_task(cfg)
+        task.resolve_defaults()
+        model = task.build_model(load_backbone(cfg.model, task.backbone_class))
+        row = task.encode(task.load_data().train.select([0]), model.tokenizer)[0]
+        tokenizer = model.tokenizer
+        learned = [t for t, label in zip(row["input_ids"], row["labels"]) if label != -100]
+        if train_on_inputs:
+            assert learned == row["input_ids"]
+        else:
+            text = tokenizer.decode(learned[:-1])
+            assert text.startswith("the answer is") and learned[-1] == tokenizer.eos_token_id
+
+
+def test_rows_cut_to_max_length_are_counted(gen_models, gen_data, tmp_path):
+    cfg = gen_config(gen_models["llama"], gen_data, tmp_path, {"name": "lora"}, max_steps=1)
+    cfg.model.max_length = 20  # the alpaca prompt alone is longer
+    result = train(cfg)
+    assert result.metrics["truncated_train_rows"] > 0
+
+
+# ---- training and evaluation ---------------------------------------------------------------------------------
+
+GENERATIVE_VARIANTS = {
+    "full": {"name": "full"},
+    "freeze-last1": {"name": "freeze", "train_last_layers": 1},
+    "lora": {"name": "lora", "rank": 4},
+    "bottleneck": {"name": "bottleneck", "bottleneck_size": 8},
+    "prompt_tuning": {"name": "prompt_tuning", "num_virtual_tokens": 4},
+    "p_tuning": {"name": "p_tuning", "num_virtual_tokens": 4, "encoder_hidden_size": 16},
+    "prefix_tuning": {"name": "prefix_tuning", "num_virtual_tokens": 4},
+    "peft-IA3": {"name": "peft", "peft_type": "IA3"},
+}
+
+
+@pytest.mark.parametrize("variant", list(GENERATIVE_VARIANTS))
+def test_instruction_tuning_lowers_the_loss_and_scores_generations(gen_models, gen_data, tmp_path, variant):
+    cfg = gen_config(gen_models["llama"], gen_data, tmp_path, GENERATIVE_VARIANTS[variant], max_steps=20)
+    task = build_task(cfg)
+    result = train(cfg)
+    before = _untrained_loss(cfg, task)
+    after = result.metrics["splits"]["validation"]["loss"]
+    assert after < before
+    test = result.metrics
+    assert test["eval_split"] == "test" and test["answer_type"] == "number" and 0 <= test["accuracy"] <= 1
+    predictions = [json.loads(line) for line in (result.run_dir / test["predictions_file"]).read_text().splitlines()]
+    assert len(predictions) == 12 and {"generation", "extracted", "gold", "correct"} <= set(predictions[0])
+
+
+def _untrained_loss(cfg, task) -> float:
+    from lmtune.models.loading import load_backbone
+
+    fresh = build_task(cfg)
+    fresh.resolve_defaults()
+    model = fresh.build_model(load_backbone(cfg.model, fresh.backbone_class))
+    return fresh.loss(model, fresh.load_data().validation, 16)
+
+
+def test_a_frozen_body_with_no_head_is_refused(gen_models, gen_data, tmp_path):
+    with pytest.raises(LmtuneError, match="train_last_layers"):
+        train(gen_config(gen_models["llama"], gen_data, tmp_path, {"name": "freeze"}))
+
+
+def test_encoders_cannot_generate(gen_models, gen_data, tmp_path):
+    with pytest.raises(LmtuneError, match="decoder .* or an encoder-decoder"):
+        train(gen_config(gen_models["bert"], gen_data, tmp_path, {"name": "lora"}))
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt_tuning", "prefix_tuning"])
+def test_saved_run_generates_what_the_trained_model_generated(gen_models, gen_data, tmp_path, method):
+    cfg = gen_config(gen_models["llama"], gen_data, tmp_path, GENERATIVE_VARIANTS[method])
+    result = train(cfg)
+    rows = [{"instruction": f"copy {w} {i}"} for i, w in enumerate(WORDS[:5])]
+    task = build_task(result.config)
+    in_memory = task.predict(result.model, rows)
+    loaded = load_run(result.run_dir)
+    assert loaded.task.predict(loaded.model, rows) == in_memory
+
+
+@pytest.mark.parametrize("method", ["lora", "full", "prompt_tuning", "p_tuning", "prefix_tuning", "bottleneck"])
+def test_batched_generation_equals_one_row_at_a_time(gen_models, gen_data, tmp_path, method):
+    """Left padding must not change a row's greedy output."""
+    result = train(gen_config(gen_models["llama"], gen_data, tmp_path, GENERATIVE_VARIANTS[method]))
+    task = build_task(result.config)
+    rows = [{"instruction": "copy red 1"}, {"instruction": "copy big old new white 7 and more words"}, {"instruction": "copy 2"}]
+    batched = task.predict(result.model, rows)
+    task.cfg.task.generation.batch_size = 1
+    assert [task.predict(result.model, [row])[0] for row in rows] == batched
+
+
+# ---- translation -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["t5", "llama"])
+def test_translation_from_parallel_files_reports_sacrebleu_scores(gen_models, gen_data, tmp_path, arch):
+    data = {"train": gen_data["parallel"], "validation": gen_data["parallel"], "test": gen_data["parallel"]}
+    cfg = gen_config(gen_models[arch], data, tmp_path, {"name": "lora", "rank": 4}, task="translation")
+    cfg.data.max_eval_samples = 10
+    result = train(cfg)
+    metrics = result.metrics
+    for name in ("bleu", "chrf", "ter"):
+        assert metrics[name] >= 0 and "version:" in metrics[f"{name}_signature"]
+    assert metrics["splits"]["validation"]["rows"] == 10
+    first = json.loads((result.run_dir / metrics["predictions_file"]).read_text().splitlines()[0])
+    assert set(first) == {"source", "reference", "translation"}
+
+
+def test_translation_needs_aligned_files(gen_models, gen_data, tmp_path):
+    (tmp_path / "bad.en").write_text("a\nb\n")
+    (tmp_path / "bad.de").write_text("a\n")
+    data = {"train": tmp_path / "bad", "validation": tmp_path / "bad", "test": tmp_path / "bad"}
+    with pytest.raises(LmtuneError, match="line-aligned"):
+        train(gen_config(gen_models["t5"], data, tmp_path, {"name": "lora"}, task="translation"))
+
+
+# ---- evaluation suites -----------------------------------------------------------------------------------------
+
+
+def test_eval_suite_on_a_run_and_on_the_untuned_base(gen_models, gen_data, tmp_path, capsys):
+    from lmtune.cli import main
+
+    root = tmp_path / "suite"
+    for name, rows in (("numbers", copy_rows(6, 5)), ("yesno", [{"instruction": "true or false", "input": "",
+                                                                "output": "", "answer": "true"}] * 3)):
+        (root / name).mkdir(parents=True)
+        (root / name / "test.json").write_text(json.dumps(rows))
+    result = train(gen_config(gen_models["llama"], gen_data, tmp_path, {"name": "lora"}))
+    common = ["--task", "llm_adapters", "--datasets", "numbers,yesno", "--data-root", str(root), "--max-samples", "4"]
+    assert main(["eval", str(result.run_dir), *common]) == 0
+    table = capsys.readouterr().out
+    assert "numbers" in table and "yesno" in table and "mean" in table
+    saved = json.loads((result.run_dir / "metrics.json").read_text())["evaluations"]
+    assert [e["split"] for e in saved] == ["llm_adapters/numbers", "llm_adapters/yesno"]
+    assert saved[1]["answer_type"] == "keyword" and saved[0]["rows"] == 4
+    assert (result.run_dir / "predictions" / "llm_adapters" / "numbers.jsonl").is_file()
+
+    out = tmp_path / "zero-shot"
+    assert main(["eval", "--base", str(gen_models["llama"]), *common, "--output", str(out),
+                 "task.generation.max_new_tokens=4", "train.progress=false"]) == 0
+    assert json.loads((out / "predictions" / "llm_adapters.json").read_text())["sets"]["numbers"]["rows"] == 4
+    assert main(["eval", str(result.run_dir), "--task", "llm_adapters", "--datasets", "nope", "--data-root", str(root)]) == 2
+    assert "available: numbers, yesno" in capsys.readouterr().err
+
+
+def test_length_batches_group_longest_first_and_equal_lengths_on_request():
+    from lmtune.evaluate.generation import length_batches
+
+    lengths = [3, 9, 3, 5, 9, 3]
+    assert length_batches(lengths, 2, equal_lengths=False) == [[1, 4], [3, 0], [2, 5]]
+    assert length_batches(lengths, 2, equal_lengths=True) == [[1, 4], [3], [0, 2], [5]]
