@@ -16,6 +16,7 @@ USAGE = """lmtune — fine-tune pretrained language models with any strategy
   lmtune eval RUN_DIR [--split test] [key=value ...] re-evaluate a finished run, print and save metrics
   lmtune eval RUN_DIR --task llm_adapters --datasets gsm8k,SVAMP,boolq [--max-samples N]
   lmtune eval --base smollm2 --task llm_adapters --datasets boolq   the untuned model (zero-shot reference)
+  lmtune eval --base smollm2 --split test task.name=translation data.train=... data.test=...   likewise, any task
   lmtune predict RUN_DIR --text "..." | --file rows.jsonl   label + probabilities, generation or tags
   lmtune methods                                     every strategy with its options and defaults
   lmtune config [CONFIG.yaml] [key=value ...]        print the resolved config
@@ -78,7 +79,7 @@ def _config(args) -> None:
 
 
 def _eval(args) -> None:
-    from lmtune.evaluate.run_eval import evaluate_run, evaluate_run_on_suite
+    from lmtune.evaluate.run_eval import evaluate_run, evaluate_run_on_suite, evaluate_untuned
 
     overrides = list(args.overrides)
     if args.run_dir and "=" in args.run_dir:  # `lmtune eval --base m key=value`: the first override lands here
@@ -93,8 +94,9 @@ def _eval(args) -> None:
         print(evaluate_run_on_suite(args.run_dir, args.base, args.suite, names, args, overrides))
         return
     if args.base:
-        raise LmtuneError("--base evaluates an untuned model on a suite: add --task llm_adapters --datasets ...")
-    metrics = evaluate_run(args.run_dir, args.split, overrides)
+        metrics = evaluate_untuned(args.base, args.split, overrides, Path(args.output))
+    else:
+        metrics = evaluate_run(args.run_dir, args.split, overrides)
     _print_metrics(metrics)
 
 

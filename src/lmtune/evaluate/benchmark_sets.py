@@ -60,14 +60,15 @@ def evaluate_suite(loaded, suite: str, sets: dict[str, Path], max_samples: int |
     return results
 
 
-def untuned(model_name: str, overrides: list[str] | None):
-    """The base model as an instruction model with nothing trained: the zero-shot reference."""
+def untuned(model_name: str, overrides: list[str] | None, task_name: str = "instruction"):
+    """The base model with nothing trained, for a generative task (instruction unless overridden): the zero-shot
+    reference a tuned run should beat."""
     from lmtune.methods import build_strategy
     from lmtune.models.loading import load_backbone
     from lmtune.tasks import build_task
     from lmtune.train.artifacts import LoadedRun
 
-    cfg = resolve_config({"model": {"name": model_name}, "task": {"name": "instruction"}}, overrides)
+    cfg = resolve_config({"model": {"name": model_name}, "task": {"name": task_name}}, overrides)
     task = build_task(cfg)
     task.resolve_defaults()
     model = task.build_model(load_backbone(cfg.model, task.backbone_class))

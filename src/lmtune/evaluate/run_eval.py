@@ -16,14 +16,29 @@ from lmtune.train.artifacts import load_run
 
 def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list[str] | None = None) -> dict[str, Any]:
     loaded = load_run(run_dir, overrides)
+    metrics = _evaluate_loaded(loaded, split, Path(run_dir))
+    record(Path(run_dir), split, metrics, getattr(loaded.config.data, split) or "held out from data.train")
+    return metrics
+
+
+def evaluate_untuned(base: str, split: str, overrides: list[str], out_dir: Path) -> dict[str, Any]:
+    """The untuned base model on a generative task's split (e.g. translation before tuning); the task and data
+    come from the overrides (`task.name=translation data.test=...`)."""
+    from lmtune.evaluate.benchmark_sets import untuned
+
+    loaded = untuned(base, overrides, task_name="instruction")
+    metrics = _evaluate_loaded(loaded, split, out_dir)
+    write_json(out_dir / f"metrics-{split}.json", {"model": base, "split": split, **metrics})
+    return metrics
+
+
+def _evaluate_loaded(loaded, split: str, out_dir: Path) -> dict[str, Any]:
     task, cfg = loaded.task, loaded.config
-    splits = task.load_data()
-    table = getattr(splits, split, None)
+    table = getattr(task.load_data(), split, None)
     if table is None:
-        raise LmtuneError(f"{run_dir} has no {split} split; give one with data.{split}=<file>")
+        raise LmtuneError(f"there is no {split} split; give one with data.{split}=<file>")
     metrics = task.evaluate(loaded.model, table, cfg.eval.batch_size)
-    take_predictions(metrics, Path(run_dir), f"eval-{split}")
-    record(Path(run_dir), split, metrics, getattr(cfg.data, split) or "held out from data.train")
+    take_predictions(metrics, out_dir, f"eval-{split}")
     return metrics
 
 
