@@ -3,6 +3,8 @@
 import pytest
 import yaml
 
+from conftest import ROOT
+
 from lmtune.config import load_config, resolve_config
 from lmtune.config.loading import parse_overrides
 from lmtune.errors import LmtuneError
@@ -46,6 +48,10 @@ def test_switching_strategy_by_override_validates_against_the_new_strategy():
         (["method.rank=-1"], "greater than 0"),
         (["model.pooling=max"], "model.pooling"),
         (["method.name=prompt_tuning", "method.init=text"], "needs method.init_text"),
+        (["task.name=instructon"], "did you mean 'instruction'"),
+        (["task.name=instruction", "task.tempalte=chat"], "did you mean 'template'"),
+        (["task.name=translation", "task.generation.max_new_token=9"], "did you mean 'max_new_tokens'"),
+        (["task.name=classification", "task.answer_type=number"], "unknown key"),
     ],
 )
 def test_bad_config_names_the_problem_and_the_fix(override, message):
@@ -70,12 +76,33 @@ def test_missing_config_file_and_bad_yaml(tmp_path):
 
 
 def test_every_config_field_is_documented():
-    from lmtune.config.schema import RunConfig, StrictModel
+    from lmtune.config.schema import GenerationConfig, RunConfig, StrictModel
     from lmtune.methods import registered_strategies
+    from lmtune.tasks import registered_tasks
 
-    classes = {RunConfig} | {cls.config_cls for cls in registered_strategies().values()}
+    classes = {RunConfig, GenerationConfig} | {cls.config_cls for cls in registered_strategies().values()}
+    classes |= {cls.config_cls for cls in registered_tasks().values()}
     classes |= {f.annotation for f in RunConfig.model_fields.values() if isinstance(f.annotation, type)}
     for cls in classes:
         if isinstance(cls, type) and issubclass(cls, StrictModel):
             for name, field in cls.model_fields.items():
                 assert field.description, f"{cls.__name__}.{name} has no docstring"
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.stem)
+def test_example_configs_resolve(example):
+    cfg = load_config(example)
+    assert cfg.output.name and cfg.data.train
+
+
+def test_task_defaults_resolve_into_the_config():
+    from lmtune.tasks import build_task
+
+    for name, length, metric in (("classification", 128, "accuracy"), ("instruction", 256, "loss"),
+                                 ("token_classification", 128, "f1")):
+        cfg = resolve_config({"task": {"name": name}})
+        build_task(cfg).resolve_defaults()
+        assert (cfg.model.max_length, cfg.eval.metric) == (length, metric)
+    cfg = resolve_config({"task": {"name": "instruction"}, "eval": {"metric": "accuracy"}})
+    with pytest.raises(LmtuneError, match="cannot pick checkpoints"):
+        build_task(cfg).resolve_defaults()
