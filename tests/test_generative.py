@@ -223,10 +223,11 @@ def test_batched_generation_equals_one_row_at_a_time(gen_models, gen_data, tmp_p
 # ---- translation -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ["t5", "llama"])
-def test_translation_from_parallel_files_reports_sacrebleu_scores(gen_models, gen_data, tmp_path, arch):
+@pytest.mark.parametrize(("arch", "method"), [("t5", "lora"), ("llama", "lora"), ("t5", "prompt_tuning"),
+                                              ("t5", "prefix_tuning"), ("t5", "bottleneck"), ("t5", "full")])
+def test_translation_from_parallel_files_reports_sacrebleu_scores(gen_models, gen_data, tmp_path, arch, method):
     data = {"train": gen_data["parallel"], "validation": gen_data["parallel"], "test": gen_data["parallel"]}
-    cfg = gen_config(gen_models[arch], data, tmp_path, {"name": "lora", "rank": 4}, task="translation")
+    cfg = gen_config(gen_models[arch], data, tmp_path, GENERATIVE_VARIANTS[method], task="translation")
     cfg.data.max_eval_samples = 10
     result = train(cfg)
     metrics = result.metrics
@@ -235,6 +236,21 @@ def test_translation_from_parallel_files_reports_sacrebleu_scores(gen_models, ge
     assert metrics["splits"]["validation"]["rows"] == 10
     first = json.loads((result.run_dir / metrics["predictions_file"]).read_text().splitlines()[0])
     assert set(first) == {"source", "reference", "translation"}
+
+
+def test_beam_search_and_stop_strings(gen_models, gen_data, tmp_path):
+    result = train(gen_config(gen_models["llama"], gen_data, tmp_path, {"name": "lora"}))
+    task = build_task(result.config)
+    rows = [{"instruction": "copy red 1"}, {"instruction": "copy blue 2"}]
+    greedy = task.predict(result.model, rows)
+    task.cfg.task.generation.num_beams = 3
+    beams = task.predict(result.model, rows)
+    assert all(isinstance(p["generation"], str) for p in beams) and len(beams) == 2
+    task.cfg.task.generation.num_beams = 1
+    first_words = [p["generation"].split()[0] for p in greedy if p["generation"]]
+    task.cfg.task.generation.stop = first_words[:1]
+    cut = task.predict(result.model, rows[:1])
+    assert not first_words or first_words[0] not in cut[0]["generation"]
 
 
 def test_translation_needs_aligned_files(gen_models, gen_data, tmp_path):
