@@ -289,6 +289,10 @@ def test_eval_suite_on_a_run_and_on_the_untuned_base(gen_models, gen_data, tmp_p
     assert main(["eval", str(result.run_dir), "--task", "llm_adapters", "--datasets", "nope", "--data-root", str(root)]) == 2
     assert "available: numbers, yesno" in capsys.readouterr().err
 
+    assert main(["predict", str(result.run_dir), "--text", "copy red 1", "--text", "copy blue 2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [row["instruction"] for row in lines] == ["copy red 1", "copy blue 2"] and "generation" in lines[0]
+
 
 def test_length_batches_group_longest_first_and_equal_lengths_on_request():
     from lmtune.evaluate.generation import length_batches
