@@ -300,3 +300,22 @@ def test_length_batches_group_longest_first_and_equal_lengths_on_request():
     lengths = [3, 9, 3, 5, 9, 3]
     assert length_batches(lengths, 2, equal_lengths=False) == [[1, 4], [3, 0], [2, 5]]
     assert length_batches(lengths, 2, equal_lengths=True) == [[1, 4], [3], [0, 2], [5]]
+
+
+def test_random_init_is_the_same_architecture_with_other_weights_and_reloads(gen_models, gen_data, tmp_path):
+    """`model.init=random`: the no-transfer control; a run on it reloads onto the same random weights."""
+    import torch
+
+    cfg = gen_config(gen_models["llama"], gen_data, tmp_path, {"name": "lora"}, max_steps=2)
+    cfg.model.init = "random"
+    result = train(cfg)
+    pretrained = gen_config(gen_models["llama"], gen_data, tmp_path, {"name": "lora"})
+    from lmtune.models.loading import load_backbone
+
+    trained_on = load_backbone(result.config.model, "AutoModelForCausalLM", cfg.train.seed).body.state_dict()
+    original = load_backbone(pretrained.model, "AutoModelForCausalLM").body.state_dict()
+    name = next(k for k in original if k.endswith("q_proj.weight"))
+    assert not torch.equal(trained_on[name], original[name])
+    loaded = load_run(result.run_dir)
+    rows = [{"instruction": "copy red 1"}]
+    assert loaded.task.predict(loaded.model, rows) == build_task(result.config).predict(result.model, rows)

@@ -18,6 +18,9 @@ class ModelConfig(StrictModel):
     """Backbone: a bundled name (`minilm`, `smollm2`), a local model folder, a `.gguf` file, or a hub id (online only)."""
     gguf_file: str | None = None
     """File name of a GGUF checkpoint inside the `name` folder (converted once to a cached safetensors folder)."""
+    init: Literal["pretrained", "random"] = "pretrained"
+    """`random`: the same architecture and tokenizer with freshly initialised weights (seeded by train.seed): the
+    no-transfer control that shows what pre-training is worth."""
     pooling: Literal["auto", "mean", "cls", "last"] = "auto"
     """How a sequence becomes one vector for a head: `auto` reads the backbone (sentence-transformers models say
     mean; other encoders mean; decoders the last real token)."""

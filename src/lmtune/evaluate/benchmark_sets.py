@@ -71,7 +71,7 @@ def untuned(model_name: str, overrides: list[str] | None, task_name: str = "inst
     cfg = resolve_config({"model": {"name": model_name}, "task": {"name": task_name}}, overrides)
     task = build_task(cfg)
     task.resolve_defaults()
-    model = task.build_model(load_backbone(cfg.model, task.backbone_class))
+    model = task.build_model(load_backbone(cfg.model, task.backbone_class, cfg.train.seed))
     model.eval()
     return LoadedRun(Path("."), cfg, task, build_strategy(cfg.method), model)
 

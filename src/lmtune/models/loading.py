@@ -123,9 +123,9 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_backbone(cfg: ModelConfig, auto_class: str = "AutoModel") -> Backbone:
+def load_backbone(cfg: ModelConfig, auto_class: str = "AutoModel", seed: int = 0) -> Backbone:
     """`auto_class` is the task's: AutoModel (a body for a new head) or AutoModelForCausalLM/Seq2SeqLM (with the
-    pretrained LM head, for generation)."""
+    pretrained LM head, for generation). `seed` initialises the weights when `cfg.init` is random."""
     path = resolve_model_path(cfg)
     try:
         config = AutoConfig.from_pretrained(path)
@@ -139,11 +139,16 @@ def load_backbone(cfg: ModelConfig, auto_class: str = "AutoModel") -> Backbone:
     if auto_class == "AutoModelForCausalLM" and getattr(config, "is_encoder_decoder", False):
         auto_class = "AutoModelForSeq2SeqLM"  # generative tasks take either kind of LM
     try:
-        body = getattr(transformers, auto_class).from_pretrained(path, config=config)
+        auto = getattr(transformers, auto_class)
+        if cfg.init == "random":
+            transformers.set_seed(seed)  # the same seed rebuilds the same weights when the run is loaded again
+        body = auto.from_pretrained(path, config=config) if cfg.init == "pretrained" else auto.from_config(config)
     except ValueError as err:  # e.g. an encoder-only model asked to generate
         raise LmtuneError(f"{cfg.name} ({config.model_type}) cannot load as {auto_class}: {err}") from None
     kind = backbone_kind(config)
     pooling = cfg.pooling
     if pooling == "auto":
         pooling = sentence_transformers_pooling(path) or ("last" if kind == "decoder" else "mean")
+    if cfg.init == "random":
+        digest = f"random-init:{seed}:{digest}"  # adapters trained on these weights must not load on the pretrained ones
     return Backbone(body, tokenizer, cfg.name, path, digest, kind, pooling)

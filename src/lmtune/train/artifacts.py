@@ -39,7 +39,7 @@ def load_run(run_dir: str | Path, overrides: list[str] | None = None) -> LoadedR
     provenance = json.loads((run_dir / rundir.PROVENANCE_FILE).read_text())
     task = build_task(cfg)
     task.resolve_defaults()  # configs saved before a default existed still load
-    backbone = load_backbone(cfg.model, task.backbone_class)
+    backbone = load_backbone(cfg.model, task.backbone_class, cfg.train.seed)
     rundir.check_same_base(run_dir, provenance, backbone)
     strategy = build_strategy(cfg.method)
     model = task.build_model(backbone)

@@ -130,7 +130,7 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
     strategy = build_strategy(cfg.method)
     splits = task.load_data()  # bad data fails here, before the model loads
     init_source = _init_source(cfg)
-    backbone = load_backbone(cfg.model, task.backbone_class)
+    backbone = load_backbone(cfg.model, task.backbone_class, cfg.train.seed)
     model = _build_model(task, strategy, backbone, init_source)
     _resolve_learning_rates(cfg, strategy)
     write_yaml(run_dir / rundir.CONFIG_FILE, cfg.model_dump(mode="json"))
