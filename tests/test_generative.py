@@ -274,7 +274,7 @@ def test_eval_suite_on_a_run_and_on_the_untuned_base(gen_models, gen_data, tmp_p
         (root / name / "test.json").write_text(json.dumps(rows))
     result = train(gen_config(gen_models["llama"], gen_data, tmp_path, {"name": "lora"}))
     common = ["--task", "llm_adapters", "--datasets", "numbers,yesno", "--data-root", str(root), "--max-samples", "4"]
-    assert main(["eval", str(result.run_dir), *common]) == 0
+    assert main(["eval", str(result.run_dir), *common, "task.generation.max_new_tokens=3"]) == 0  # override last
     table = capsys.readouterr().out
     assert "numbers" in table and "yesno" in table and "mean" in table
     saved = json.loads((result.run_dir / "metrics.json").read_text())["evaluations"]

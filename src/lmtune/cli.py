@@ -18,6 +18,7 @@ USAGE = """lmtune — fine-tune pretrained language models with any strategy
   lmtune eval --base smollm2 --task llm_adapters --datasets boolq   the untuned model (zero-shot reference)
   lmtune eval --base smollm2 --split test task.name=translation data.train=... data.test=...   likewise, any task
   lmtune predict RUN_DIR --text "..." | --file rows.jsonl   label + probabilities, generation or tags
+  lmtune compare compare.yaml [key=value ...]        strategies and baselines side by side: leaderboard + report.html
   lmtune methods                                     every strategy with its options and defaults
   lmtune config [CONFIG.yaml] [key=value ...]        print the resolved config
   lmtune quickstart [key=value ...]                  the product-review example: three strategies side by side
@@ -46,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--text", action="append", help="a text to classify (repeatable)")
     group.add_argument("--file", help="a jsonl file of rows with the run's text column")
     pr.add_argument("--pair", action="append", help="second text of a pair, one per --text")
+    cmp = sub.add_parser("compare", help="run strategies and baselines side by side; leaderboard and report.html")
+    cmp.add_argument("items", nargs="*", help="compare.yaml and key.path=value overrides (base.train.epochs=1)")
     sub.add_parser("methods", help="list strategies and their options")
     qs = sub.add_parser("quickstart", help="sort product reviews with three strategies on MiniLM")
     qs.add_argument("--output", default="runs/quickstart", help="folder for the runs")
@@ -130,6 +133,13 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def _compare(args) -> None:
+    from lmtune.compare.runner import load_compare_config, run_compare
+
+    path, overrides = _split_items(args.items)
+    run_compare(load_compare_config(path, overrides))
+
+
 def _methods(args) -> None:
     from lmtune.methods.describe import describe_methods
 
@@ -153,12 +163,20 @@ def _print_metrics(metrics: dict) -> None:
 
 COMMANDS = {
     "train": _train, "config": _config, "eval": _eval, "predict": _predict, "methods": _methods, "quickstart": _quickstart,
+    "compare": _compare,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # `key=value` overrides may follow options (`eval RUN --task x --datasets y task.a=1`): argparse leaves them over.
+    target = "overrides" if hasattr(args, "overrides") else "items"
+    if extra and all("=" in item and not item.startswith("-") for item in extra) and hasattr(args, target):
+        setattr(args, target, [*getattr(args, target), *extra])
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         COMMANDS[args.command](args)
     except LmtuneError as err:

@@ -68,6 +68,9 @@ class Task(ABC):
     checkpoint_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "roc_auc", "pr_auc", "loss")
     """Metrics the Trainer can compute at each evaluation (and so can pick checkpoints with)."""
     summary: ClassVar[str] = ""
+    headline_metric: ClassVar[str] = "accuracy"
+    """The metric a leaderboard ranks by (after training, on the test split when there is one)."""
+    headline_greater_is_better: ClassVar[bool] = True
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg

@@ -134,6 +134,7 @@ class TokenClassificationTask(Task):
     config_cls = TokenClassificationConfig
     summary = "one tag per word (entity tagging, NER); a new linear head on every token"
     default_metric = "f1"
+    headline_metric = "f1"
     checkpoint_metrics = ("f1", "precision", "recall", "accuracy", "loss")
     backbone_class = "AutoModel"
     default_max_length = 128

@@ -70,6 +70,7 @@ class TranslationTask(GenerativeTask):
     name = "translation"
     config_cls = TranslationConfig
     summary = "translate source text to target text; BLEU, chrF and TER (sacrebleu)"
+    headline_metric = "bleu"
 
     def read_split(self, which: str):
         prefix = getattr(self.cfg.data, which)
