@@ -25,6 +25,9 @@ run: install
 	$(BIN)/lmtune quickstart
 
 test: install-dev
+	# The report's browser test drives Debian's chromium through playwright (never `playwright install`).
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium) \
+		|| echo "chromium not installed: the report browser test will be skipped"
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: install

@@ -64,21 +64,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return resolve_config(read_yaml(path) if path else {}, overrides)
 
 
-def explain(err: ValidationError, raw: dict) -> str:
+def explain(err: ValidationError, raw: dict, root: type[BaseModel] = RunConfig) -> str:
     lines = ["invalid config:"]
     for item in err.errors():
         loc = [str(part) for part in item["loc"]]
         where = ".".join(loc) or "(top level)"
         if item["type"] == "extra_forbidden":
-            lines.append(f"  {where}: unknown key{_suggestion(loc, raw)}")
+            lines.append(f"  {where}: unknown key{_suggestion(loc, raw, root)}")
         else:
             message = item["msg"].removeprefix("Value error, ")
             lines.append(f"  {where}: {message} (got {item.get('input')!r})")
     return "\n".join(lines)
 
 
-def _suggestion(loc: list[str], raw: dict) -> str:
-    section = _model_at(loc[:-1], raw)
+def _suggestion(loc: list[str], raw: dict, root: type[BaseModel]) -> str:
+    section = _model_at(loc[:-1], raw, root)
     if section is None:
         return ""
     known = list(section.model_fields)
@@ -87,13 +87,13 @@ def _suggestion(loc: list[str], raw: dict) -> str:
     return f"{hint} Known keys here: {', '.join(known)}"
 
 
-def _model_at(loc: list[str], raw: dict) -> type[BaseModel] | None:
+def _model_at(loc: list[str], raw: dict, root: type[BaseModel] = RunConfig) -> type[BaseModel] | None:
     """The config class that validates the section at `loc` (method and task classes come from their registries)."""
     from lmtune.methods import method_config_class
     from lmtune.tasks import task_config_class
 
     registries = {"method": (method_config_class, "lora"), "task": (task_config_class, "classification")}
-    model: type[BaseModel] = RunConfig
+    model: type[BaseModel] = root
     node: Any = raw
     for part in loc:
         node = node.get(part, {}) if isinstance(node, dict) else {}
