@@ -73,9 +73,9 @@ def test_quickstart_flow_on_a_tiny_model(tiny_models, tmp_path, capsys):
     assert main(["quickstart", "--output", str(tmp_path), f"model.name={tiny_models['bert']}", "train.max_steps=2",
                  "train.progress=false", "train.num_threads=1"]) == 0
     out = capsys.readouterr().out
-    assert "held-out test set of 120 reviews" in out
-    for label in ("freeze (head only)", "lora", "p_tuning"):
-        assert label in out
-    for name in ("freeze", "lora", "p_tuning"):
+    assert "report: " in out and (tmp_path / "report.html").is_file()
+    rows = {row["name"]: row for row in json.loads((tmp_path / "leaderboard.json").read_text())}
+    assert set(rows) == {"freeze (head only)", "lora", "p_tuning", "tfidf", "prompting", "scratch"}
+    for name in ("freeze-head-only", "lora", "p_tuning", "tfidf", "scratch"):
         metrics = json.loads((tmp_path / name / "metrics.json").read_text())
-        assert metrics["eval_split"] == "test" and metrics["rows"] == 120
+        assert metrics["eval_split"] == "test" and metrics["splits"]["test"]["rows"] == 120

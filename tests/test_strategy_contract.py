@@ -77,9 +77,9 @@ def trained(tiny_models, toy_data, tmp_path_factory):
         cfg = resolve_config(raw)
         before: dict = {"pretrained": {}}
 
-        def recording_loader(model_cfg, auto_class="AutoModel"):
+        def recording_loader(model_cfg, auto_class="AutoModel", seed=0):
             # The pretrained weights, by object identity: strategies wrap modules but keep these Parameters.
-            backbone = load_backbone(model_cfg, auto_class)
+            backbone = load_backbone(model_cfg, auto_class, seed)
             before["pretrained"] = {id(p): (p, p.detach().clone()) for p in backbone.body.parameters()}
             return backbone
 

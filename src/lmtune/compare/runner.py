@@ -41,7 +41,7 @@ def load_compare_config(path: str | Path | None, overrides: list[str]) -> Compar
     try:
         cfg = CompareConfig.model_validate(raw)
     except ValidationError as err:
-        raise LmtuneError(explain(err, raw).replace("invalid config", "invalid compare config")) from None
+        raise LmtuneError(explain(err, raw, CompareConfig).replace("invalid config", "invalid compare config")) from None
     resolve_config(dict(cfg.base))  # a bad base config fails before anything runs
     return cfg
 

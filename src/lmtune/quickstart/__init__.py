@@ -1,45 +1,51 @@
 """`lmtune quickstart`: the seed example of transfer learning — sort product reviews into positive / neutral /
-negative with the bundled MiniLM, three strategies side by side."""
+negative with the bundled MiniLM: three strategies against the three baselines, as one `lmtune compare` run that
+ends with a leaderboard and report.html."""
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
 
-from lmtune.config import resolve_config
-from lmtune.report import metrics_table
-from lmtune.train import RunResult, train
+import yaml
+
+from lmtune.compare.runner import CompareResult, load_compare_config, run_compare
+from lmtune.io import write_text
 
 DATA = Path(str(resources.files("lmtune.quickstart") / "data"))
 
-STRATEGIES = {
-    "freeze (head only)": {"name": "freeze"},
-    "lora": {"name": "lora"},
-    "p_tuning": {"name": "p_tuning", "init_text": "Is this product review positive, neutral or negative?"},
-}
+STRATEGIES = [
+    {"name": "freeze (head only)", "overrides": ["method.name=freeze"]},
+    {"name": "lora", "overrides": ["method.name=lora"]},
+    {"name": "p_tuning", "overrides": ["method.name=p_tuning",
+                                       "method.init_text=Is this product review positive, neutral or negative?"]},
+]
+BASELINES = [{"name": "tfidf"}, {"name": "prompting"}, {"name": "scratch"}]
 
 
-def quickstart_config(output: Path, method: dict, name: str) -> dict:
+def quickstart_compare(output: Path) -> dict:
     return {
-        "model": {"name": "minilm"},
-        "data": {"train": str(DATA / "reviews_train.jsonl"), "test": str(DATA / "reviews_test.jsonl"),
-                 "labels": ["negative", "neutral", "positive"]},
-        "method": method,
-        # 540 training reviews: a few more passes than the default 3 let every strategy settle.
-        "train": {"epochs": 6},
-        "output": {"dir": str(output), "name": name, "overwrite": True},
+        "base": {
+            "model": {"name": "minilm"},
+            "data": {"train": str(DATA / "reviews_train.jsonl"), "test": str(DATA / "reviews_test.jsonl"),
+                     "labels": ["negative", "neutral", "positive"]},
+            # 540 training reviews: a few more passes than the default 3 let every strategy settle.
+            "train": {"epochs": 6},
+        },
+        "strategies": STRATEGIES,
+        "baselines": BASELINES,
+        "output": {"dir": str(output), "title": "Product reviews: positive / neutral / negative (120 held-out reviews)"},
     }
 
 
-def run_quickstart(output: Path, overrides: list[str] | None = None) -> list[RunResult]:
-    """Train the three strategies; `overrides` (a.b=c) apply to each run, e.g. model.name=smollm2."""
-    results = []
-    for label, method in STRATEGIES.items():
-        name = label.split(" ")[0]
-        print(f"\n=== quickstart: {label}", flush=True)
-        results.append(train(resolve_config(quickstart_config(output, method, name), overrides)))
-    model = results[0].config.model.name
-    print(f"\nProduct reviews (positive / neutral / negative), {model}, held-out test set of 120 reviews:\n")
-    print(metrics_table({label: r.metrics for label, r in zip(STRATEGIES, results)}))
-    print(f"\nRuns are in {output}/ — try: lmtune predict {results[1].run_dir} --text \"The battery died after two days\"")
-    return results
+def run_quickstart(output: Path, overrides: list[str] | None = None) -> CompareResult:
+    """The comparison; `overrides` apply to the base run config (e.g. model.name=smollm2 train.epochs=3) unless
+    they name a compare key (`base.`, `strategies=`, `baselines=`, `output.`)."""
+    compare_keys = ("base.", "strategies", "baselines", "output.")
+    scoped = [o if o.startswith(compare_keys) else f"base.{o}" for o in overrides or []]
+    config_file = write_text(output / "quickstart.yaml", yaml.safe_dump(quickstart_compare(output), sort_keys=False))
+    result = run_compare(load_compare_config(config_file, scoped))
+    lora = next((e["run_dir"] for e in result.entries if e["name"] == "lora" and e["status"] == "done"), None)
+    if lora:
+        print(f"try: lmtune predict {lora} --text \"The battery died after two days\"")
+    return result

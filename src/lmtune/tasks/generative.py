@@ -51,6 +51,26 @@ class GenerativeModel(TaskModel):
         return self.body(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **extra)
 
 
+class FewShotTemplate(PromptTemplate):
+    """A template whose prompts start with worked examples (prompt and response each), then the real prompt.
+
+    It lives here, not in data/templates.py, because `GenerativeTask.template()` is what applies it: generation,
+    the loss and prediction all get the same prompts, and tasks need not know who set the demonstrations."""
+
+    def __init__(self, inner: PromptTemplate, demonstrations: list[Example]):
+        self.inner, self.name = inner, inner.name  # the inner name keeps its stop strings
+        self.add_special_tokens, self.append_eos = inner.add_special_tokens, inner.append_eos
+        # Chat responses end with their end-of-turn marker; plain ones need a gap before the next prompt.
+        gap = "\n\n" if inner.append_eos else ""
+        self.prefix = "".join(inner.prompt(d) + inner.response(d) + gap for d in demonstrations)
+
+    def prompt(self, example: Example) -> str:
+        return self.prefix + self.inner.prompt(example)
+
+    def response(self, example: Example) -> str:
+        return self.inner.response(example)
+
+
 class GenerativeTask(Task):
     backbone_class = "AutoModelForCausalLM"  # encoder-decoder configs load as Seq2SeqLM (models/loading.py)
     default_max_length = 256  # the LLM-Adapters cut-off
@@ -61,6 +81,8 @@ class GenerativeTask(Task):
         super().__init__(cfg)
         self.encoder_decoder = False  # set by build_model: how features are laid out
         self._truncated: dict[str, int] = {}  # table fingerprint -> rows cut to max_length
+        self.demonstrations: list[Example] = []
+        """Worked examples every prompt starts with (few-shot prompting of an untuned model); empty: zero-shot."""
 
     @abstractmethod
     def read_split(self, which: str) -> datasets.Dataset | None:
@@ -124,7 +146,8 @@ class GenerativeTask(Task):
         return model
 
     def template(self, tokenizer) -> PromptTemplate:
-        return build_template(self.cfg.task.template, tokenizer)
+        template = build_template(self.cfg.task.template, tokenizer)
+        return FewShotTemplate(template, self.demonstrations) if self.demonstrations else template
 
     def encode(self, table, tokenizer):
         template = self.template(tokenizer)

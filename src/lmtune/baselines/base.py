@@ -1,0 +1,141 @@
+"""The baseline interface and its registry.
+
+A baseline is what a fine-tuned model is held against in `lmtune compare`: a classical model (TF-IDF), the
+untuned model prompted (zero- or few-shot), the same architecture trained from random weights. Each one trains
+and evaluates on the data of a run config and leaves a run directory whose `metrics.json` has the shape a
+training run's has, so the leaderboard reads both alike.
+"""
+
+from __future__ import annotations
+
+import difflib
+import shutil
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from lmtune.config.schema import RunConfig, StrictModel
+from lmtune.errors import LmtuneError
+from lmtune.io import write_json, write_yaml
+
+if TYPE_CHECKING:
+    from lmtune.data.splits import Splits
+    from lmtune.tasks.base import Task
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"  # written last: its presence marks a finished baseline, as for a training run
+
+
+class BaselineConfig(StrictModel):
+    """Base of every baseline's config; each baseline file defines its own subclass with a `name` literal."""
+
+    name: str
+    """The baseline: `tfidf` (TF-IDF + logistic regression), `prompting` (the untuned model, zero- or few-shot),
+    `scratch` (the same architecture from random weights, trained like the strategies)."""
+
+
+class Baseline(ABC):
+    """One baseline. Subclasses live one per file and register with `@register_baseline`."""
+
+    name: ClassVar[str]
+    config_cls: ClassVar[type[BaselineConfig]]
+    summary: ClassVar[str] = ""
+
+    def __init__(self, cfg: BaselineConfig):
+        self.cfg = cfg
+
+    @abstractmethod
+    def run(self, run_cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
+        """Train (if anything trains) and evaluate on `run_cfg`'s data; write `out_dir/config.yaml` and, last,
+        `out_dir/metrics.json`; return the metrics (the shape of a training run's metrics.json)."""
+
+    # ---- shared steps for baselines that do not train through the Trainer --------------------------------------
+
+    def check_task(self, task: Task) -> None:
+        """Refuse a task this baseline cannot run, before any data or model is read."""
+
+    def prepare(self, run_cfg: RunConfig, out_dir: Path) -> tuple[RunConfig, Task, Splits]:
+        """A private copy of the config with the task's defaults filled, the task, and its checked data."""
+        from lmtune.tasks import build_task
+        from lmtune.train.runner import configure_threads
+
+        cfg = run_cfg.model_copy(deep=True)
+        _prepare_out_dir(Path(out_dir), cfg.output.overwrite)
+        configure_threads(cfg.train.num_threads)
+        task = build_task(cfg)
+        task.resolve_defaults()
+        self.check_task(task)
+        return cfg, task, task.load_data()
+
+    def write_config(self, cfg: RunConfig, out_dir: Path) -> Path:
+        """The resolved run config plus a `baseline:` section: what was run, reproducibly."""
+        return write_yaml(Path(out_dir) / CONFIG_FILE, {**cfg.model_dump(mode="json"), "baseline": self.cfg.model_dump(mode="json")})
+
+    def finish(self, out_dir: Path, by_split: dict[str, dict[str, Any]], *, trainable_params: int, total_params: int,
+               artifact_bytes: int, train_seconds: float, peak_rss_mb: float, **details: Any) -> dict[str, Any]:
+        """Assemble metrics.json (the headline split's metrics at top level, as a training run has them) and
+        write it last."""
+        headline = "test" if "test" in by_split else "validation"
+        metrics = {
+            **by_split[headline],
+            "eval_split": headline,
+            "splits": by_split,
+            "trainable_params": trainable_params,
+            "total_params": total_params,
+            "trainable_percent": round(100 * trainable_params / total_params, 4) if total_params else 0.0,
+            "artifact_bytes": artifact_bytes,
+            "train_seconds": round(train_seconds, 2),
+            "peak_rss_mb": peak_rss_mb,
+            "method": self.name,
+            "baseline": self.cfg.model_dump(mode="json"),
+            # Facts that are not metrics sit one level down, so the leaderboard does not take them for metric columns.
+            "details": details,
+        }
+        write_json(Path(out_dir) / METRICS_FILE, metrics)
+        return metrics
+
+
+def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """A finished baseline is kept unless `output.overwrite`; leftovers of a killed one are simply overwritten
+    (these baselines have no checkpoints to resume from)."""
+    if (out_dir / METRICS_FILE).is_file():
+        if not overwrite:
+            raise LmtuneError(f"{out_dir} holds a finished baseline; set output.overwrite=true to replace it or output.name=<new name>")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def evaluation_splits(splits: Splits) -> dict[str, Any]:
+    """The splits a run reports: validation, and test where there is one."""
+    return {"validation": splits.validation, **({"test": splits.test} if splits.test is not None else {})}
+
+
+_BASELINES: dict[str, type[Baseline]] = {}
+
+
+def register_baseline(cls: type[Baseline]) -> type[Baseline]:
+    """Class decorator: the one line that makes a baseline known to `lmtune compare`."""
+    if cls.name in _BASELINES:
+        raise ValueError(f"baseline {cls.name!r} is registered twice")
+    _BASELINES[cls.name] = cls
+    return cls
+
+
+def registered_baselines() -> dict[str, type[Baseline]]:
+    return dict(_BASELINES)
+
+
+def baseline_class(name: str) -> type[Baseline]:
+    if name not in _BASELINES:
+        close = difflib.get_close_matches(str(name), list(_BASELINES), n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ValueError(f"unknown baseline {name!r}; {hint}known baselines: {', '.join(sorted(_BASELINES))}")
+    return _BASELINES[name]
+
+
+def baseline_config_class(name: str) -> type[BaselineConfig]:
+    return baseline_class(name).config_cls
+
+
+def build_baseline(cfg: BaselineConfig) -> Baseline:
+    return baseline_class(cfg.name)(cfg)
