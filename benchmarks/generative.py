@@ -27,14 +27,19 @@ SMOL_TRAIN = ["model.name=smollm2", "task.name=instruction", "train.batch_size=8
 METHODS = {"lora": ["method.name=lora"], "p_tuning": ["method.name=p_tuning"]}
 
 
+THREADS: list[str] = []  # `--threads N`: torch threads of every step (two benchmarks side by side: 1 each)
+
+
 def lmtune(args: list[str], done: Path) -> None:
     if done.exists():
         print(f"skip (done): {done}")
         return
-    command = [sys.executable, "-m", "lmtune.cli", *args]
-    print("$ lmtune " + " ".join(args), flush=True)
+    threads = [f"train.num_threads={THREADS[0]}"] if THREADS and args[0] == "train" else []
+    command = [sys.executable, "-m", "lmtune.cli", *args, *threads]
+    print("$ lmtune " + " ".join(args + threads), flush=True)
     started = time.perf_counter()
-    subprocess.run(command, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", **({"OMP_NUM_THREADS": THREADS[0]} if THREADS else {})}
+    subprocess.run(command, check=True, env=env)
     print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
 
 
@@ -101,7 +106,10 @@ def main() -> None:
     parser.add_argument("--mt-train", type=int, default=1000)
     parser.add_argument("--mt-eval", type=int, default=100)
     parser.add_argument("--tag-epochs", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="torch threads per step (default: all cores)")
     args = parser.parse_args()
+    if args.threads:
+        THREADS.append(str(args.threads))
     results_file = args.out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     studies = {
