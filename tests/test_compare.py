@@ -7,6 +7,7 @@ import json
 import pytest
 import yaml
 
+from browser import open_page
 from lmtune.cli import main
 from lmtune.compare.config import CompareConfig, expand
 from lmtune.compare.runner import load_compare_config, run_compare
@@ -18,7 +19,8 @@ def compare_yaml(tmp_path, tiny_models, toy_data, **extra) -> str:
         "base": {
             "model": {"name": str(tiny_models["llama"]), "max_length": 32},
             "data": {"train": str(toy_data["train"]), "validation": str(toy_data["validation"])},
-            "train": {"batch_size": 16, "progress": False, "num_threads": 1, "max_steps": 4, "eval_every": "no"},
+            "train": {"batch_size": 16, "progress": False, "num_threads": 1, "max_steps": 4, "eval_every": "no",
+                      "logging_steps": 1},
         },
         "strategies": [
             {"name": "lora", "overrides": ["method.name=lora", "method.rank=2"]},
@@ -47,6 +49,11 @@ def test_compare_runs_strategies_and_baselines_then_resumes(tmp_path, tiny_model
     assert [r for r in rows if r["name"] == "prompting"][0]["trainable_params"] == 0
     assert (folder / "leaderboard.csv").read_text().count("\n") >= 6
     assert (folder / "report.html").is_file() and "report:" in out
+    with open_page(folder / "report.html") as (page, problems, _):
+        assert page.locator("#leaderboard-table tbody tr").count() == 5
+        for chart in ("chart-main-metric", "chart-time", "chart-loss-lora", "chart-confusion-tfidf"):
+            assert page.locator(f"figure#{chart} svg").bounding_box()["width"] > 100, chart
+    assert not problems, problems
 
     stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*/metrics.json")}
     assert main(["compare", config]) == 0

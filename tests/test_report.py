@@ -11,12 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from browser import open_page
 from lmtune.compare.leaderboard import leaderboard_rows, terminal_table, write_leaderboard
 from lmtune.compare.report import slug, write_report
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 
 
 def _log(steps: int, start: float, evals: list[float]) -> list[dict]:
@@ -161,28 +159,15 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 
 def test_report_renders_in_chromium(report, tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium: run `apt-get install -y chromium` (make test does it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="no playwright: pip install -e '.[dev]'")
-    problems, requests = [], []
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-            page.on("pageerror", lambda err: problems.append(f"page error: {err}"))
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(report.resolve().as_uri(), wait_until="load")
-            for chart_id in expected_chart_ids():
-                box = page.locator(f"figure#{chart_id} svg").bounding_box()
-                assert box and box["width"] > 100 and box["height"] > 50, (chart_id, box)
-                assert page.locator(f"figure#{chart_id} figcaption").inner_text().strip()
-            assert page.locator("#leaderboard-table tbody tr").count() == len(sample_entries())
-            assert page.locator("#leaderboard-table tbody tr.failed").count() == 1
-            shot = tmp_path / "report.png"
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+    with open_page(report) as (page, problems, requests):
+        for chart_id in expected_chart_ids():
+            box = page.locator(f"figure#{chart_id} svg").bounding_box()
+            assert box and box["width"] > 100 and box["height"] > 50, (chart_id, box)
+            assert page.locator(f"figure#{chart_id} figcaption").inner_text().strip()
+        assert page.locator("#leaderboard-table tbody tr").count() == len(sample_entries())
+        assert page.locator("#leaderboard-table tbody tr.failed").count() == 1
+        shot = tmp_path / "report.png"
+        page.screenshot(path=str(shot), full_page=True)
     assert not problems, problems
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
     width, height = _png_size(shot)
