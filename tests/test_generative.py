@@ -319,3 +319,19 @@ def test_random_init_is_the_same_architecture_with_other_weights_and_reloads(gen
     loaded = load_run(result.run_dir)
     rows = [{"instruction": "copy red 1"}]
     assert loaded.task.predict(loaded.model, rows) == build_task(result.config).predict(result.model, rows)
+
+
+def test_a_killed_generative_run_resumes_with_the_task_defaults(gen_models, gen_data, tmp_path):
+    """The saved config holds resolved task defaults (max_length 256, metric loss); resuming with the same unresolved
+    config must be accepted and finish the remaining steps."""
+    from test_strategy_contract import StopAt
+
+    cfg = gen_config(gen_models["llama"], gen_data, tmp_path, {"name": "lora"}, max_steps=6, eval_every="steps",
+                     eval_steps=2)
+    cfg.model.max_length = None
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, callbacks=[StopAt(3)])
+    resumed = cfg.model_copy(deep=True)
+    resumed.train.resume = True
+    result = train(resumed)
+    assert result.metrics["global_step"] == 6 and result.config.model.max_length == 256

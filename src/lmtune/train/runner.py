@@ -122,11 +122,11 @@ def _training_arguments(cfg: RunConfig, run_dir: Path, loss_only: bool) -> Train
 
 def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> RunResult:
     cfg = cfg.model_copy(deep=True)
+    task = build_task(cfg)
+    task.resolve_defaults()  # before the resume check: the saved config holds the resolved values
     run_dir = rundir.prepare_run_dir(cfg)
     configure_threads(cfg.train.num_threads)
     set_seed(cfg.train.seed)
-    task = build_task(cfg)
-    task.resolve_defaults()
     strategy = build_strategy(cfg.method)
     splits = task.load_data()  # bad data fails here, before the model loads
     init_source = _init_source(cfg)
