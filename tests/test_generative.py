@@ -386,3 +386,16 @@ def test_encoder_decoder_batched_generation_equals_one_row(gen_models, gen_data,
     batched = task.predict(result.model, rows)
     task.cfg.task.generation.batch_size = 1
     assert [task.predict(result.model, [row])[0] for row in rows] == batched
+
+
+def test_rows_without_a_response_are_left_out_and_counted(gen_models, tmp_path):
+    rows = copy_rows(20, 7)
+    rows[3]["output"] = ""
+    data = {"train": write_jsonl(tmp_path / "train.jsonl", rows), "validation": write_jsonl(tmp_path / "v.jsonl", rows[:4]),
+            "test": write_jsonl(tmp_path / "t.jsonl", rows[:2])}
+    result = train(gen_config(gen_models["llama"], data, tmp_path, {"name": "lora"}, max_steps=1))
+    assert result.metrics["dropped_train_rows"] == 1
+    empty = [{**r, "output": ""} for r in rows]
+    data["train"] = write_jsonl(tmp_path / "empty.jsonl", empty)
+    with pytest.raises(LmtuneError, match="nothing to learn"):
+        train(gen_config(gen_models["llama"], data, tmp_path / "b", {"name": "lora"}))

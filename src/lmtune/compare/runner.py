@@ -23,7 +23,7 @@ from lmtune.train import rundir
 # Facts about a run that are not task metrics (they get their own leaderboard columns, or none).
 RUN_FACTS = {
     "trainable_params", "total_params", "trainable_percent", "artifact_bytes", "adapter_bytes", "train_seconds",
-    "peak_rss_mb", "global_step", "rows", "correct", "no_answer", "truncated_train_rows",
+    "peak_rss_mb", "global_step", "rows", "correct", "no_answer", "truncated_train_rows", "dropped_train_rows",
 }
 
 

@@ -81,6 +81,7 @@ class GenerativeTask(Task):
         super().__init__(cfg)
         self.encoder_decoder = False  # set by build_model: how features are laid out
         self._truncated: dict[str, int] = {}  # table fingerprint -> rows cut to max_length
+        self.dropped_train_rows = 0
         self.demonstrations: list[Example] = []
         """Worked examples every prompt starts with (few-shot prompting of an untuned model); empty: zero-shot."""
 
@@ -110,9 +111,13 @@ class GenerativeTask(Task):
         train = self.read_split("train")
         if train is None:
             raise LmtuneError("no training data: set data.train")
-        missing = sum(not e.output for e in self.examples(train))
-        if missing:
-            raise LmtuneError(f"{missing} training rows have an empty response (output/target); fill or drop them")
+        empty = [i for i, e in enumerate(self.examples(train)) if not e.output]
+        if len(empty) == len(train):
+            raise LmtuneError("every training row has an empty response (output/target): there is nothing to learn")
+        if empty:  # e.g. 3 of the 3,260 rows of LLM-Adapters' math_data.json
+            print(f"{self.name}: {len(empty)} training rows have an empty response and are left out (first: row {empty[0]})")
+            train = train.select(sorted(set(range(len(train))) - set(empty)))
+        self.dropped_train_rows = len(empty)
         if data.max_train_samples and data.max_train_samples < len(train):
             train = train.shuffle(seed=seed).select(range(data.max_train_samples))
         validation = self.read_split("validation")
@@ -182,7 +187,8 @@ class GenerativeTask(Task):
         raise NotImplementedError("generative tasks are scored by generating (evaluate), not from logits")
 
     def data_report(self, splits: Splits) -> dict[str, Any]:
-        return {"truncated_train_rows": self._truncated.get(splits.train._fingerprint)}
+        return {"truncated_train_rows": self._truncated.get(splits.train._fingerprint),
+                "dropped_train_rows": self.dropped_train_rows}
 
     # ---- evaluation -------------------------------------------------------------------------------------------
 
