@@ -38,6 +38,8 @@ def cut_at_stop(text: str, stops: list[str]) -> str:
 
 
 def _prompt_learning_type(body) -> str | None:
+    # Read from the adapter's own PEFT config rather than from lmtune's strategy: adapters made by other tools
+    # (PEFT format, loaded as they are) need the same placement, and the config is the truth about the weights.
     config = getattr(body, "active_peft_config", None)
     return str(config.peft_type.value) if getattr(config, "is_prompt_learning", False) else None
 
