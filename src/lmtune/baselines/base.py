@@ -8,13 +8,13 @@ training run's has, so the leaderboard reads both alike.
 
 from __future__ import annotations
 
-import difflib
 import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from lmtune.config.schema import RunConfig, StrictModel
+from lmtune.registry import Registry
 from lmtune.errors import LmtuneError
 from lmtune.io import write_json, write_yaml
 
@@ -110,27 +110,20 @@ def evaluation_splits(splits: Splits) -> dict[str, Any]:
     return {"validation": splits.validation, **({"test": splits.test} if splits.test is not None else {})}
 
 
-_BASELINES: dict[str, type[Baseline]] = {}
+_BASELINES: Registry[Baseline] = Registry("baseline")
 
 
 def register_baseline(cls: type[Baseline]) -> type[Baseline]:
     """Class decorator: the one line that makes a baseline known to `lmtune compare`."""
-    if cls.name in _BASELINES:
-        raise ValueError(f"baseline {cls.name!r} is registered twice")
-    _BASELINES[cls.name] = cls
-    return cls
+    return _BASELINES.register(cls)
 
 
 def registered_baselines() -> dict[str, type[Baseline]]:
-    return dict(_BASELINES)
+    return _BASELINES.all()
 
 
 def baseline_class(name: str) -> type[Baseline]:
-    if name not in _BASELINES:
-        close = difflib.get_close_matches(str(name), list(_BASELINES), n=1, cutoff=0.5)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ValueError(f"unknown baseline {name!r}; {hint}known baselines: {', '.join(sorted(_BASELINES))}")
-    return _BASELINES[name]
+    return _BASELINES.get(name)
 
 
 def baseline_config_class(name: str) -> type[BaselineConfig]:

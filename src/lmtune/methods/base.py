@@ -6,7 +6,6 @@ save, load and export what it trained. Shared code (trainer, evaluator, server) 
 
 from __future__ import annotations
 
-import difflib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import torch
 
 from lmtune.config.schema import MethodConfig
+from lmtune.registry import Registry
 
 if TYPE_CHECKING:
     from lmtune.tasks.base import TaskModel
@@ -59,27 +59,20 @@ class Strategy(ABC):
         return None
 
 
-_STRATEGIES: dict[str, type[Strategy]] = {}
+_STRATEGIES: Registry[Strategy] = Registry("method", "methods")
 
 
 def register_strategy(cls: type[Strategy]) -> type[Strategy]:
     """Class decorator: the one line that makes a strategy known to the config, the CLI and the tests."""
-    if cls.name in _STRATEGIES:
-        raise ValueError(f"strategy {cls.name!r} is registered twice")
-    _STRATEGIES[cls.name] = cls
-    return cls
+    return _STRATEGIES.register(cls)
 
 
 def registered_strategies() -> dict[str, type[Strategy]]:
-    return dict(_STRATEGIES)
+    return _STRATEGIES.all()
 
 
 def strategy_class(name: str) -> type[Strategy]:
-    if name not in _STRATEGIES:
-        close = difflib.get_close_matches(str(name), list(_STRATEGIES), n=1, cutoff=0.5)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ValueError(f"unknown method {name!r}; {hint}known methods: {', '.join(sorted(_STRATEGIES))}")
-    return _STRATEGIES[name]
+    return _STRATEGIES.get(name)
 
 
 def method_config_class(name: str) -> type[MethodConfig]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 
 from lmtune.config.schema import RunConfig, TaskConfig
+from lmtune.registry import Registry
 from lmtune.data.splits import Splits
 from lmtune.errors import LmtuneError
 
@@ -149,27 +149,20 @@ class Task(ABC):
             model.head.load_state_dict(load_file(str(directory / "head.safetensors")))
 
 
-_TASKS: dict[str, type[Task]] = {}
+_TASKS: Registry[Task] = Registry("task")
 
 
 def register_task(cls: type[Task]) -> type[Task]:
     """Class decorator: the one line that makes a task known to the config and the CLI."""
-    if cls.name in _TASKS:
-        raise ValueError(f"task {cls.name!r} is registered twice")
-    _TASKS[cls.name] = cls
-    return cls
+    return _TASKS.register(cls)
 
 
 def registered_tasks() -> dict[str, type[Task]]:
-    return dict(_TASKS)
+    return _TASKS.all()
 
 
 def task_class(name: str) -> type[Task]:
-    if name not in _TASKS:
-        close = difflib.get_close_matches(str(name), list(_TASKS), n=1, cutoff=0.5)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ValueError(f"unknown task {name!r}; {hint}known tasks: {', '.join(sorted(_TASKS))}")
-    return _TASKS[name]
+    return _TASKS.get(name)
 
 
 def task_config_class(name: str) -> type[TaskConfig]:
