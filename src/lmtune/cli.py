@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -22,7 +23,18 @@ USAGE = """lmtune — fine-tune pretrained language models with any strategy
   lmtune methods                                     every strategy with its options and defaults
   lmtune config [CONFIG.yaml] [key=value ...]        print the resolved config
   lmtune quickstart [key=value ...]                  the product-review example: three strategies side by side
+  lmtune tune study.yaml [key=value ...]             hyper-parameter search: TPE/random/grid, DE, PBT, with k-fold CV
+  lmtune serve --base smollm2 --adapters runs/       one frozen base model serving many adapters of any kind
+  lmtune pretrain {tokenizer,model,continue} ...     train a tokenizer, pre-train from scratch, continue pre-training
 """
+
+# Commands whose module owns its own arguments: `add_arguments(parser)` and `run(args)`. Imported only when used
+# (or for --help), so `lmtune train` never pays for Ray or FastAPI.
+PLUGIN_COMMANDS = {
+    "tune": ("lmtune.tune.cli", "hyper-parameter search over dotted config keys (Optuna, Nevergrad DE, Ray PBT)"),
+    "serve": ("lmtune.serve.cli", "serve many adapters of any kind on one frozen base model (OpenAI-compatible)"),
+    "pretrain": ("lmtune.pretrain.cli", "train a tokenizer, pre-train a model from scratch, continue pre-training"),
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     qs = sub.add_parser("quickstart", help="sort product reviews with three strategies on MiniLM")
     qs.add_argument("--output", default="runs/quickstart", help="folder for the runs")
     qs.add_argument("overrides", nargs="*", help="applied to every run, e.g. model.name=smollm2 train.epochs=3")
+    for name, (module, help_text) in PLUGIN_COMMANDS.items():
+        importlib.import_module(module).add_arguments(sub.add_parser(name, help=help_text))
     return parser
 
 
@@ -178,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        COMMANDS[args.command](args)
+        if args.command in PLUGIN_COMMANDS:
+            importlib.import_module(PLUGIN_COMMANDS[args.command][0]).run(args)
+        else:
+            COMMANDS[args.command](args)
     except LmtuneError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
