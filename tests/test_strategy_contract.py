@@ -157,6 +157,47 @@ def test_save_then_load_gives_the_same_logits(trained, variant, arch):
     assert exported or loaded.strategy.serve_kind == "head", "only a lone head has nothing in the body to export"
 
 
+@pytest.fixture(scope="module")
+def engines(tiny_models, trained):
+    """One serving engine per tiny architecture, its adapter root the folder every contract run is written to."""
+    from lmtune.serve.engine import Engine
+
+    @functools.cache
+    def engine(arch: str, root: str):
+        return Engine(str(tiny_models[arch]), root)
+
+    return engine
+
+
+SERVE_TEXTS = ["great product really", "awful the item broken", "this was very sad", "so happy and lovely it is"]
+
+
+@pytest.mark.parametrize("variant,arch", CASES)
+def test_served_adapter_equals_the_trained_model(trained, engines, variant, arch):
+    """The server, rows mixed with another adapter's rows, gives each row what `lmtune eval`'s model gives."""
+    result, _ = trained(variant, arch)
+    other, _ = trained("lora", arch)
+    engine = engines(arch, str(result.run_dir.parent))
+    engine.store.scan()
+    name, other_name = result.run_dir.name, other.run_dir.name
+    if result.metrics["serve_kind"] == "full_model" or variant.startswith("peft-"):
+        with pytest.raises(LmtuneError, match="serve|cannot be served"):
+            engine.store.get(name)
+        return
+    loaded = load_run(result.run_dir)
+    expected = loaded.task.predict(loaded.model, [{"text": t} for t in SERVE_TEXTS])
+    served = engine.classify(SERVE_TEXTS, name)
+    for want, got in zip(expected, served):
+        assert got["label"] == want["label"]
+        for label, probability in want["probabilities"].items():
+            assert got["probabilities"][label] == pytest.approx(probability, abs=1e-5)
+    ids = [engine.tokenizer(t)["input_ids"] for t in SERVE_TEXTS]
+    mixed = engine.head_logits(ids + ids, [name] * 4 + [other_name] * 4)
+    for row, text_ids in enumerate(ids):
+        torch.testing.assert_close(mixed[row], engine.head_logits([text_ids], [name])[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(mixed[4 + row], engine.head_logits([text_ids], [other_name])[0], rtol=1e-5, atol=1e-5)
+
+
 class StopAt(TrainerCallback):
     """Simulates a kill: raises once training passes `step` (after the checkpoint before it was written)."""
 

@@ -1,0 +1,81 @@
+"""What the server holds per adapter: its serving form, read once from disk and applied per row.
+
+An adapter has at most one body part (a weight delta on some modules, a soft prompt, or a key/value prefix) and,
+for classification runs, a task head. A row of a batch carries one adapter or none (the base model).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+
+def tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+class BodyPart(ABC):
+    """The part of an adapter that changes the body's computation. Subclasses live in `serve/kinds/`."""
+
+    serve_kind: ClassVar[str]
+    """DESIGN.md's serving kind: weight_delta, virtual_tokens or kv_prefix."""
+
+    @abstractmethod
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor held, for the memory budget."""
+
+    def nbytes(self) -> int:
+        return tensor_bytes(self.tensors())
+
+    def soft_prompt(self) -> torch.Tensor | None:
+        """[virtual, hidden] embeddings to place before the row's text, or None."""
+        return None
+
+    def kv_prefix(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Per layer (keys, values), each [kv_heads, virtual, head_dim], to place before the row's text, or None."""
+        return None
+
+    def module_names(self) -> list[str]:
+        """Names (in the served model) of the modules whose outputs this part changes."""
+        return []
+
+
+@dataclass
+class Head:
+    """A classification head on the pooled body, as `tasks/classification.py` trained it."""
+
+    weight: torch.Tensor  # [labels, hidden]
+    bias: torch.Tensor  # [labels]
+    labels: list[str]
+    pooling: str
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.weight, self.bias]
+
+
+@dataclass
+class ServedAdapter:
+    name: str
+    source: Path
+    body: BodyPart | None
+    head: Head | None
+    base: str
+    """The base model the adapter says it was trained on (id or path), for listings."""
+    method: str
+    """The lmtune strategy or the PEFT type it came from."""
+    notes: list[str] = field(default_factory=list)
+    max_length: int | None = None
+    """The run's model.max_length: classification truncates to it, as evaluation did."""
+
+    @property
+    def kind(self) -> str:
+        if self.body is not None:
+            return self.body.serve_kind
+        return "head" if self.head is not None else "none"
+
+    def nbytes(self) -> int:
+        return (self.body.nbytes() if self.body else 0) + (tensor_bytes(self.head.tensors()) if self.head else 0)

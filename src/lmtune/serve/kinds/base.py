@@ -1,0 +1,75 @@
+"""The registry of servable PEFT types and the shared checks every reader uses."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from lmtune.errors import LmtuneError
+from lmtune.registry import Registry
+from lmtune.serve.forms import BodyPart
+
+
+class KindReader(ABC):
+    """Turns one saved PEFT adapter (its config dict and tensors) into a `BodyPart` for `model`."""
+
+    name: ClassVar[str]
+    """The PEFT type, as in adapter_config.json's `peft_type`."""
+
+    @abstractmethod
+    def read(self, config: dict[str, Any], tensors: dict[str, torch.Tensor], model: nn.Module) -> BodyPart:
+        """Raise LmtuneError when the adapter does not fit `model` (another base model)."""
+
+
+_KINDS: Registry[KindReader] = Registry("adapter type", "adapter types")
+
+
+def register_kind(cls: type[KindReader]) -> type[KindReader]:
+    return _KINDS.register(cls)
+
+
+def servable_types() -> list[str]:
+    return sorted(_KINDS.all())
+
+
+def read_body_part(config: dict[str, Any], tensors: dict[str, torch.Tensor], model: nn.Module) -> BodyPart:
+    peft_type = str(config.get("peft_type", ""))
+    if peft_type not in _KINDS.all():
+        raise LmtuneError(
+            f"adapters of PEFT type {peft_type!r} cannot be served yet; the server applies "
+            f"{', '.join(servable_types())} per row (serve the merged model as its own base instead)"
+        )
+    return _KINDS.get(peft_type)().read(config, tensors, model)
+
+
+def module_path(saved_name: str, model: nn.Module) -> str:
+    """The served model's name for a module PEFT saved as `base_model.model.<path>`. Classification runs wrap
+    the body (`layers.0…`), generative runs the LM (`model.layers.0…`); the server holds the LM, so both fit."""
+    path = saved_name.removeprefix("base_model.model.")
+    modules = dict(model.named_modules())
+    if path in modules:
+        return path
+    prefixed = f"{model.base_model_prefix}.{path}" if getattr(model, "base_model_prefix", "") else path
+    if prefixed in modules:
+        return prefixed
+    raise LmtuneError(
+        f"the adapter changes module {path!r}, which the served base model does not have: "
+        "it was trained for another base model"
+    )
+
+
+def check_shape(what: str, tensor: torch.Tensor, expected: tuple[int, ...]) -> None:
+    if tuple(tensor.shape) != tuple(expected):
+        raise LmtuneError(
+            f"{what} has shape {tuple(tensor.shape)}, the served base model needs {tuple(expected)}: "
+            "the adapter was trained for another base model"
+        )
+
+
+def in_out_features(module: nn.Module) -> tuple[int, int]:
+    from peft.tuners.tuners_utils import _get_in_out_features
+
+    return _get_in_out_features(module)

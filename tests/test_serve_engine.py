@@ -1,0 +1,214 @@
+"""The serving engine: mixed batches of every adapter kind give each row what that adapter gives alone, what the
+slow reference gives, and what the trained model gives in `lmtune eval`; PEFT-made adapters match PEFT; the store
+refuses what it must. (Classification heads of every strategy: test_strategy_contract.py.)"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import torch
+from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from conftest import write_jsonl
+from lmtune.config.schema import GenerationConfig
+from lmtune.errors import LmtuneError
+from lmtune.evaluate.generation import generate_texts
+from lmtune.serve.engine import Engine, EngineConfig, Overloaded, SamplingParams
+from lmtune.train import train
+from lmtune.train.artifacts import load_run
+from test_generative import copy_rows, gen_config, gen_models  # noqa: F401  (fixture)
+
+ADAPTERS = {
+    "lora": {"name": "lora"},
+    "lora-r4": {"name": "lora", "rank": 4, "alpha": 8},
+    "bottleneck-series": {"name": "bottleneck"},
+    "bottleneck-series-16": {"name": "bottleneck", "bottleneck_size": 16},
+    "bottleneck-parallel": {"name": "bottleneck", "kind": "parallel", "non_linearity": "relu"},
+    "prompt": {"name": "prompt_tuning", "num_virtual_tokens": 4},
+    "p-tuning": {"name": "p_tuning", "num_virtual_tokens": 3},
+    "prefix": {"name": "prefix_tuning", "num_virtual_tokens": 5},
+}
+PROMPTS = ["copy red 3", "copy big 7 the answer is", "copy old 1", "copy the the the new 5 blue", "copy 2",
+           "copy small 9 green", "copy blue 4", "copy white 8 old", "copy new 6"]
+
+
+@pytest.fixture(scope="module")
+def served(gen_models, tmp_path_factory):  # noqa: F811
+    folder = tmp_path_factory.mktemp("serve")
+    data = {k: write_jsonl(folder / f"{k}.jsonl", copy_rows(n, s)) for k, n, s in
+            (("train", 160, 1), ("validation", 16, 2), ("test", 12, 3))}
+    root = folder / "adapters"
+    for name, method in ADAPTERS.items():
+        cfg = gen_config(gen_models["llama"], data, root, method)
+        cfg.output.name = name
+        train(cfg)
+    return {"root": root, "model": gen_models["llama"], "data": data,
+            "engine": Engine(str(gen_models["llama"]), root, EngineConfig(max_batch_size=4))}
+
+
+def _ids(engine, prompts):
+    return [engine.tokenizer(p)["input_ids"] for p in prompts]
+
+
+def test_the_store_finds_every_run_with_its_kind(served):
+    engine = served["engine"]
+    assert set(engine.store.names()) == set(ADAPTERS)
+    kinds = {a: engine.adapter(a).kind for a in ADAPTERS}
+    assert kinds["lora"] == kinds["bottleneck-parallel"] == "weight_delta"
+    assert kinds["prompt"] == kinds["p-tuning"] == "virtual_tokens"
+    assert kinds["prefix"] == "kv_prefix"
+
+
+def test_a_mixed_batch_gives_each_row_its_own_adapter(served):
+    engine = served["engine"]
+    names = [None, *ADAPTERS]
+    ids = _ids(engine, PROMPTS[: len(names)])
+    mixed = engine.prefill_logits(ids, names)
+    reference = engine.prefill_logits(ids, names, reference=True)
+    base = engine.prefill_logits(ids, [None] * len(names))
+    for row, name in enumerate(names):
+        alone = engine.prefill_logits([ids[row]], [name])[0]
+        torch.testing.assert_close(mixed[row], alone, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(mixed[row], reference[row], rtol=1e-5, atol=1e-5)
+        if name is not None:
+            assert (mixed[row] - base[row]).abs().max() > 1e-3, f"{name} changed nothing: the test would prove nothing"
+
+
+@pytest.mark.parametrize("name", list(ADAPTERS))
+def test_served_logits_equal_the_trained_model(served, name):
+    engine = served["engine"]
+    loaded = load_run(served["root"] / name)
+    ids = _ids(engine, PROMPTS[:3])
+    served_logits = engine.prefill_logits(ids, [name, None, name])
+    for row in (0, 2):
+        with torch.no_grad():
+            trained = loaded.model.body(input_ids=torch.tensor([ids[row]])).logits[0, -len(ids[row]):]
+        torch.testing.assert_close(served_logits[row], trained, rtol=1e-5, atol=1e-5)
+
+
+def test_greedy_generation_with_continuous_batching_equals_lmtune_eval(served):
+    """Nine requests through four slots: rows join and leave between decode steps."""
+    engine = served["engine"]
+    names = [*ADAPTERS, None]
+    texts = engine.generate(PROMPTS[: len(names)], names, SamplingParams(max_tokens=8))
+    for prompt, name, text in zip(PROMPTS, names, texts):
+        if name is None:
+            continue
+        model = load_run(served["root"] / name).model
+        assert text.strip() == generate_texts(model, [prompt], GenerationConfig(max_new_tokens=8), progress=False)[0]
+
+
+def test_a_seed_gives_the_same_sample_whatever_shares_the_batch(served):
+    engine = served["engine"]
+    params = SamplingParams(max_tokens=8, temperature=1.0, top_p=0.9, seed=11)
+    crowded = engine.generate(["copy red 3"] * 4, ["lora", None, "prefix", "prompt"], params)
+    alone = engine.generate(["copy red 3"], ["lora"], params)
+    assert crowded[0] == alone[0]
+
+
+def test_stop_strings_and_max_tokens_end_a_request(served):
+    engine = served["engine"]
+    events = []
+    done = threading.Event()
+    engine.submit_generation("copy red 3", "lora", SamplingParams(max_tokens=5),
+                             lambda e: (events.append(e), e.finished and done.set()))
+    done.wait(30)
+    assert events[-1].finish_reason in ("length", "stop") and events[-1].completion_tokens <= 5
+    full = "".join(e.text for e in events)
+    if len(full.strip()) > 2:
+        stop = full.strip()[1:3]
+        text = engine.generate(["copy red 3"], ["lora"], SamplingParams(max_tokens=5, stop=[stop]))[0]
+        assert stop not in text and full.startswith(text)
+
+
+# ---- adapters made by PEFT itself -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["lora", "prompt", "prefix"])
+def test_peft_made_adapters_give_peft_logits(served, kind):
+    torch.manual_seed(0)
+    configs = {
+        "lora": LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"],
+                           init_lora_weights=False),
+        "prompt": PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3),
+        "prefix": PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4),
+    }
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(served["model"]), configs[kind]).eval()
+    peft_model.save_pretrained(served["root"] / f"peft-{kind}")
+    engine = served["engine"]
+    engine.store.scan()
+    ids = _ids(engine, PROMPTS[:2])
+    got = engine.prefill_logits(ids, [f"peft-{kind}", "lora"])[0]
+    with torch.no_grad():
+        expected = peft_model(input_ids=torch.tensor([ids[0]])).logits[0, -len(ids[0]):]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+# ---- the store and bad input --------------------------------------------------------------------------------
+
+
+def test_paths_outside_the_root_and_unknown_names_are_refused(served, tmp_path):
+    store = served["engine"].store
+    with pytest.raises(LmtuneError, match="outside the adapter root"):
+        store.register("escape", served["root"] / ".." / ".." )
+    with pytest.raises(LmtuneError, match="outside the adapter root"):
+        store.register("escape", "../serve")
+    with pytest.raises(LmtuneError, match="did you mean 'lora'"):
+        store.get("lroa")
+    with pytest.raises(LmtuneError, match="invalid adapter name"):
+        store.register("../x", "lora")
+
+
+def test_an_adapter_for_another_base_is_refused(served, gen_models, tmp_path):  # noqa: F811
+    cfg = gen_config(gen_models["gpt2"], served["data"], served["root"] / "elsewhere", {"name": "lora"}, max_steps=1)
+    cfg.output.name = "gpt2-lora"
+    train(cfg)
+    with pytest.raises(LmtuneError, match="trained on base model"):
+        served["engine"].store.register("gpt2-lora", "elsewhere/gpt2-lora")
+    config = json.loads((served["root"] / "lora" / "adapter_config.json").read_text())
+    peft_dir = served["root"] / "elsewhere" / "peft-copy"
+    peft_dir.mkdir()
+    (peft_dir / "adapter_config.json").write_text(json.dumps(config))
+    (peft_dir / "adapter_model.safetensors").write_bytes((served["root"] / "elsewhere" / "gpt2-lora" / "adapter_model.safetensors").read_bytes())
+    with pytest.raises(LmtuneError, match="another base model"):
+        served["engine"].store.register("peft-copy", "elsewhere/peft-copy")
+
+
+def test_least_recently_used_adapters_are_evicted_under_the_budget(served):
+    sizes = {name: served["engine"].adapter(name).nbytes() for name in ("prompt", "lora", "prefix")}
+    budget = sizes["lora"] + sizes["prefix"]  # the three do not fit; the last two do
+    engine = Engine(str(served["model"]), served["root"], EngineConfig(memory_budget_mb=budget / 2**20))
+    for name in sizes:
+        engine.adapter(name)
+    assert engine.store.is_loaded("prefix") and engine.store.is_loaded("lora") and not engine.store.is_loaded("prompt")
+    assert engine.store.loaded_bytes() <= budget
+    assert engine.adapter("prompt").kind == "virtual_tokens"  # reloads on use
+
+
+def test_bad_requests_fail_alone_with_a_message(served):
+    engine = served["engine"]
+    with pytest.raises(LmtuneError, match="temperature"):
+        engine.submit_generation("copy red 3", None, SamplingParams(temperature=-1), print)
+    with pytest.raises(LmtuneError, match="context"):
+        engine.submit_generation("copy red 3 " * 100, None, SamplingParams(max_tokens=8), print)
+    with pytest.raises(LmtuneError, match="no classification head"):
+        engine.classify(["copy"], "lora")
+    assert engine.generate(["copy red 3"], ["lora"], SamplingParams(max_tokens=3))  # still serving
+
+
+def test_a_full_queue_says_overloaded(served):
+    engine = Engine(str(served["model"]), served["root"], EngineConfig(max_queue=1, max_batch_size=1))
+    engine.submit_generation("copy red 3", None, SamplingParams(max_tokens=4), lambda e: None)  # not started: waits
+    with pytest.raises(Overloaded) as err:
+        engine.submit_generation("copy red 3", None, SamplingParams(max_tokens=4), lambda e: None)
+    assert err.value.retry_after > 0
+    engine.shutdown()
+
+
+def test_an_encoder_base_classifies_but_does_not_generate(tiny_models):
+    engine = Engine(str(tiny_models["bert"]))
+    with pytest.raises(LmtuneError, match="encoder"):
+        engine.submit_generation("great", None, SamplingParams(), print)
