@@ -56,7 +56,7 @@ def _read_run(name: str, folder: Path, model: nn.Module, base_hash: str) -> Serv
     body = _body_part(folder, model) if (folder / "adapter_config.json").is_file() else None
     head = None
     if (folder / "head.safetensors").is_file():
-        state = load_file(str(folder / "head.safetensors"))
+        state = load_file(str(folder / "head.safetensors"), device=str(next(model.parameters()).device))
         head = Head(state["classifier.weight"].float(), state["classifier.bias"].float(),
                     [str(label) for label in config["data"]["labels"]], base["pooling"])
     if body is None and head is None:

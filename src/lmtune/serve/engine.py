@@ -61,6 +61,8 @@ class EngineConfig:
     """The largest max_tokens a request may ask for."""
     memory_budget_mb: float = 1024
     """Loaded adapters at most this many MB; the least recently used are evicted (and reload on next use)."""
+    device: str = "auto"
+    """Where the base model runs: auto (cuda when available), cpu, cuda, cuda:1, ..."""
 
 
 class Engine:
@@ -99,7 +101,8 @@ class Engine:
         self.base_kind = backbone_kind(config)
         auto = "AutoModelForCausalLM" if self.base_kind == "decoder" else "AutoModel"
         backbone = load_backbone(ModelConfig(name=base), auto)
-        self.model = backbone.body.eval().requires_grad_(False)
+        device = self.cfg.device if self.cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = backbone.body.eval().requires_grad_(False).to(device)
         self.body = self.model.base_model  # the transformer without the LM head: classification heads read it
         self.tokenizer = backbone.tokenizer
         self.base_path, self.weights_hash = backbone.path, backbone.weights_hash
@@ -225,7 +228,7 @@ class Engine:
             output = self.model(**inputs.model_kwargs(), use_cache=True, logits_to_keep=1)
         cache = output.past_key_values
         batch = RunningBatch(sequences, plan, cache, inputs.attention_mask, inputs.next_position,
-                             torch.zeros(len(sequences), dtype=torch.long))
+                             torch.zeros(len(sequences), dtype=torch.long, device=inputs.attention_mask.device))
         return batch.keep(self._sample(batch, output.logits[:, -1], prefill_rows=len(sequences)))
 
     def _decode(self) -> None:

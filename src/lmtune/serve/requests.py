@@ -40,7 +40,7 @@ class Sequence_:
 
     def accept(self, token: int, tokenizer, end_ids: list[int]) -> None:
         """Record a sampled token and announce the text it completes."""
-        if token in end_ids:
+        if token in end_ids and not self.params.ignore_eos:
             return self._emit(self._text(tokenizer), "stop")
         self.generated.append(token)
         text = self._text(tokenizer)

@@ -21,6 +21,8 @@ class SamplingParams:
     """Makes sampling repeatable for this request, whatever else shares its batch."""
     stop: list[str] = field(default_factory=list)
     """Generation ends before the first of these strings (not included in the text)."""
+    ignore_eos: bool = False
+    """Go on past the end-of-sequence token up to max_tokens (benchmarks, as vLLM's option)."""
 
     def check(self, limit: int) -> None:
         if not 1 <= self.max_tokens <= limit:

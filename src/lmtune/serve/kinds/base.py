@@ -42,7 +42,8 @@ def read_body_part(config: dict[str, Any], tensors: dict[str, torch.Tensor], mod
             f"adapters of PEFT type {peft_type!r} cannot be served yet; the server applies "
             f"{', '.join(servable_types())} per row (serve the merged model as its own base instead)"
         )
-    return _KINDS.get(peft_type)().read(config, tensors, model)
+    device = next(model.parameters()).device  # adapters live beside the base model's weights
+    return _KINDS.get(peft_type)().read(config, {k: v.to(device) for k, v in tensors.items()}, model)
 
 
 def module_path(saved_name: str, model: nn.Module) -> str:
