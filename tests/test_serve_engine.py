@@ -212,3 +212,22 @@ def test_an_encoder_base_classifies_but_does_not_generate(tiny_models):
     engine = Engine(str(tiny_models["bert"]))
     with pytest.raises(LmtuneError, match="encoder"):
         engine.submit_generation("great", None, SamplingParams(), print)
+
+
+def test_listings_tell_kind_and_base_before_loading(served):
+    engine = Engine(str(served["model"]), served["root"])
+    infos = {info.name: info for info in engine.store.list()}
+    assert not infos["prefix"].loaded and infos["prefix"].kind == "kv_prefix"
+    assert infos["bottleneck-parallel"].kind == "weight_delta" and infos["lora"].base == str(served["model"])
+
+
+def test_cancelling_a_waiting_request_and_shutting_down_end_every_request(served):
+    engine = Engine(str(served["model"]), served["root"], EngineConfig(max_batch_size=1))
+    events: dict[str, list] = {}
+    ids = [engine.submit_generation("copy red 3", "lora", SamplingParams(max_tokens=50, ignore_eos=True),
+                                    lambda e: events.setdefault(e.request_id, []).append(e)) for _ in range(3)]
+    engine.cancel(ids[2])  # still waiting: leaves the queue at once
+    assert events[ids[2]][-1].finish_reason == "cancelled" and engine.queue_depth() == 2
+    engine.start()
+    engine.shutdown()
+    assert all(events[i][-1].finished for i in ids)

@@ -13,7 +13,7 @@ from torch import nn
 
 from lmtune.errors import LmtuneError
 from lmtune.serve.forms import Head, ServedAdapter
-from lmtune.serve.kinds import read_body_part
+from lmtune.serve.kinds import read_body_part, serve_kind_of
 
 RUN_MARKERS = ("config.yaml", "provenance.json")
 
@@ -31,6 +31,22 @@ def read_adapter(name: str, folder: Path, model: nn.Module, base_hash: str, base
     if (folder / "adapter_config.json").is_file():
         return _read_peft(name, folder, model, base_names)
     raise LmtuneError(f"{folder} is neither an lmtune run (config.yaml, provenance.json) nor a PEFT adapter (adapter_config.json)")
+
+
+def describe(folder: Path) -> tuple[str, str, str]:
+    """(kind, base, method) from the folder's small config files, without loading weights (for listings)."""
+    try:
+        if all((folder / m).is_file() for m in RUN_MARKERS):
+            base = json.loads((folder / "provenance.json").read_text())["base_model"]["id"]
+            metrics = folder / "metrics.json"
+            kind = json.loads(metrics.read_text()).get("serve_kind", "unknown") if metrics.is_file() else "unfinished run"
+            method = (yaml.safe_load((folder / "config.yaml").read_text()).get("method") or {}).get("name", "unknown")
+            return kind, base, method
+        config = json.loads((folder / "adapter_config.json").read_text())
+        peft_type = str(config.get("peft_type"))
+        return serve_kind_of(peft_type), str(config.get("base_model_name_or_path")), peft_type
+    except (OSError, ValueError, KeyError, AttributeError) as err:
+        return "unreadable", "", f"{type(err).__name__}: {err}"
 
 
 def _read_run(name: str, folder: Path, model: nn.Module, base_hash: str) -> ServedAdapter:

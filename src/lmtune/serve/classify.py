@@ -20,7 +20,7 @@ def classify_rows(engine, jobs) -> None:
     for job_index, job in enumerate(jobs):
         limit = job.adapter.max_length or engine.context
         for text in job.texts:
-            rows.append(engine.tokenizer(text, truncation=True, max_length=limit)["input_ids"])
+            rows.append(engine.tokenize(text, truncation=True, max_length=limit))
             adapters.append(job.adapter)
             owners.append(job_index)
     try:

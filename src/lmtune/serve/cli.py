@@ -3,13 +3,67 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+
+API_KEYS_ENV = "LMTUNE_API_KEYS"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("items", nargs="*", help="not built yet")
+    parser.description = (
+        "Serve one frozen base model and many adapters of any kind (LoRA, bottleneck, prompt/p-/prefix tuning, "
+        "classification heads) through an OpenAI-compatible HTTP API: the request's `model` names the adapter."
+    )
+    parser.add_argument("--base", default="smollm2",
+                        help="the base model: a bundled name (smollm2, minilm), a local folder or a hub name")
+    parser.add_argument("--adapters", metavar="ROOT",
+                        help="folder of finished runs; every adapter under it is served by its relative path, "
+                             "and POST /v1/adapters loads more from under it")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api-key", action="append", default=[], metavar="KEY",
+                        help=f"require 'Authorization: Bearer KEY' on /v1 routes (repeatable; also ${API_KEYS_ENV}, "
+                             "comma-separated)")
+    parser.add_argument("--max-batch-size", type=int, default=32, help="rows decoded together at most")
+    parser.add_argument("--max-queue", type=int, default=256,
+                        help="requests waiting at most; more are answered 429 with Retry-After")
+    parser.add_argument("--memory-budget-mb", type=float, default=1024,
+                        help="loaded adapters at most this many MB (least recently used are evicted)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def api_keys(args: argparse.Namespace) -> list[str]:
+    """Keys from --api-key and $LMTUNE_API_KEYS together."""
+    from_env = [k.strip() for k in os.environ.get(API_KEYS_ENV, "").split(",") if k.strip()]
+    return list(dict.fromkeys([*(k.strip() for k in args.api_key if k.strip()), *from_env]))
 
 
 def run(args: argparse.Namespace) -> None:
-    from lmtune.errors import LmtuneError
+    import uvicorn
 
-    raise LmtuneError("`lmtune serve` is not built yet")
+    from lmtune.errors import LmtuneError
+    from lmtune.serve.app import create_app
+    from lmtune.serve.engine import Engine, EngineConfig
+    from lmtune.serve.metrics import ServeMetrics
+
+    if args.max_batch_size < 1 or args.max_queue < 1:
+        raise LmtuneError("--max-batch-size and --max-queue must be at least 1")
+    keys = api_keys(args)
+    if not keys and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host} without an API key: anyone who can reach it can use it and load "
+              f"adapters (give --api-key or ${API_KEYS_ENV})", file=sys.stderr)
+    metrics = ServeMetrics()
+    cfg = EngineConfig(max_batch_size=args.max_batch_size, max_queue=args.max_queue,
+                       memory_budget_mb=args.memory_budget_mb)
+    engine = Engine(args.base, args.adapters, cfg, observer=metrics.observer, num_threads=args.threads)
+    app = create_app(engine, keys, metrics=metrics)
+    engine.start()
+    names = [info.name for info in engine.store.list()]
+    print(f"lmtune serve: base {engine.base_name} ({engine.base_kind}), {len(names)} adapter(s)"
+          f"{': ' + ', '.join(names[:10]) if names else ''}{' …' if len(names) > 10 else ''}; "
+          f"http://{args.host}:{args.port}/v1  (auth {'on' if keys else 'off'})", file=sys.stderr)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
+    finally:
+        engine.shutdown()

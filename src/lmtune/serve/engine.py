@@ -89,6 +89,7 @@ class Engine:
         self._stop = False
         self._ids = itertools.count()
         self._running: RunningBatch | None = None
+        self._tokenizer_lock = threading.Lock()
 
     # ---- the base model ----------------------------------------------------------------------------------------
     def _load_base(self, base: str) -> None:
@@ -121,7 +122,7 @@ class Engine:
             raise LmtuneError(f"the base model {self.base_name} is an encoder: it classifies (/v1/classify) but cannot generate")
         params.check(self.cfg.max_new_tokens_limit)
         served = self.adapter(adapter)
-        ids = self.tokenizer(prompt)["input_ids"] if isinstance(prompt, str) else list(prompt)
+        ids = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
         self._check_prompt(ids, served, params.max_tokens)
         sequence = Sequence_(f"req-{next(self._ids)}", ids, served, params, on_event, params.generator())
         self._enqueue(self._queue, sequence)
@@ -160,9 +161,27 @@ class Engine:
             self._wake.notify()
 
     def cancel(self, request_id: str) -> None:
+        """Stop a request: a waiting one leaves the queue at once, a running one at the next step."""
         with self._wake:
-            self._cancelled.add(request_id)
+            waiting = [s for s in self._queue if s.id == request_id]
+            jobs = [j for j in self._jobs if j.id == request_id]
+            for item in waiting:
+                self._queue.remove(item)
+            for job in jobs:
+                self._jobs.remove(job)
+            running = self._running
+            if running is not None and any(row.id == request_id for row in running.rows):
+                self._cancelled.add(request_id)
             self._wake.notify()
+        for sequence in waiting:
+            sequence.finish("cancelled")
+        for job in jobs:
+            job.on_done(LmtuneError("cancelled"))
+
+    def tokenize(self, text: str, **options) -> list[int]:
+        """Thread-safe: fast tokenizers refuse concurrent use ("Already borrowed"), and requests arrive on many threads."""
+        with self._tokenizer_lock:
+            return self.tokenizer(text, **options)["input_ids"]
 
     def queue_depth(self) -> int:
         return len(self._queue) + len(self._jobs)
@@ -175,11 +194,19 @@ class Engine:
             self._thread.start()
 
     def shutdown(self) -> None:
+        """Stop the scheduler; every unfinished request gets its final event ("cancelled")."""
         with self._wake:
             self._stop = True
             self._wake.notify()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        with self._wake:
+            waiting, jobs, self._queue, self._jobs = list(self._queue), list(self._jobs), deque(), deque()
+        for sequence in waiting + (self._running.rows if self._running else []):
+            sequence.finish("cancelled")
+        for job in jobs:
+            job.on_done(LmtuneError("the server is shutting down"))
+        self._running = None
 
     def _loop(self) -> None:
         while True:
@@ -243,7 +270,8 @@ class Engine:
         greedy = logits.argmax(dim=-1).tolist()
         keep = []
         with self._wake:
-            cancelled, self._cancelled = self._cancelled, set()
+            cancelled = self._cancelled & {s.id for s in batch.rows}
+            self._cancelled -= cancelled
         for row, sequence in enumerate(batch.rows):
             if sequence.id in cancelled:
                 sequence.finish("cancelled")

@@ -55,6 +55,8 @@ class RunningBatch:
     def keep(self, rows: Sequence[int]) -> RunningBatch | None:
         if not rows:
             return None
+        if len(rows) == len(self.rows):
+            return self  # nothing left: no copy of the cache, and the plan keeps its gathered weights
         index = torch.tensor(list(rows), device=self.mask.device)
         mask = self.mask.index_select(0, index)
         first = int(mask.any(dim=0).long().argmax())  # leading columns nobody attends to any more

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmtune.errors import LmtuneError
-from lmtune.serve.artifact import is_adapter_folder
+from lmtune.serve.artifact import describe, is_adapter_folder
 from lmtune.serve.forms import ServedAdapter
 
 
@@ -113,7 +113,8 @@ class AdapterStore:
     def info(self, name: str) -> AdapterInfo:
         adapter = self._loaded.get(name)
         if adapter is None:
-            return AdapterInfo(name, "unknown until loaded", "", str(self._paths[name]), False, None, None, "")
+            kind, base, method = describe(self._paths[name])
+            return AdapterInfo(name, kind, base, str(self._paths[name]), False, None, None, method)
         labels = adapter.head.labels if adapter.head else None
         return AdapterInfo(name, adapter.kind, adapter.base, str(adapter.source), True, adapter.nbytes(), labels, adapter.method)
 

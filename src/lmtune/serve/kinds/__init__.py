@@ -5,7 +5,7 @@ Written here rather than taken from PEFT because PEFT applies one adapter type p
 routes rows only between LoRA-family adapters, one sub-batch at a time (shared/NOTES.md).
 """
 
-from lmtune.serve.kinds.base import KindReader, read_body_part, register_kind, servable_types
+from lmtune.serve.kinds.base import KindReader, read_body_part, register_kind, servable_types, serve_kind_of
 from lmtune.serve.kinds import bottleneck, kv_prefix, lora, soft_prompt  # noqa: F401  (registration)
 
-__all__ = ["KindReader", "read_body_part", "register_kind", "servable_types"]
+__all__ = ["KindReader", "read_body_part", "register_kind", "servable_types", "serve_kind_of"]

@@ -18,6 +18,8 @@ class KindReader(ABC):
 
     name: ClassVar[str]
     """The PEFT type, as in adapter_config.json's `peft_type`."""
+    serve_kind: ClassVar[str]
+    """What its body part is: weight_delta, virtual_tokens or kv_prefix (listings tell it before loading)."""
 
     @abstractmethod
     def read(self, config: dict[str, Any], tensors: dict[str, torch.Tensor], model: nn.Module) -> BodyPart:
@@ -33,6 +35,10 @@ def register_kind(cls: type[KindReader]) -> type[KindReader]:
 
 def servable_types() -> list[str]:
     return sorted(_KINDS.all())
+
+
+def serve_kind_of(peft_type: str) -> str:
+    return _KINDS.all()[peft_type].serve_kind if peft_type in _KINDS.all() else "not servable"
 
 
 def read_body_part(config: dict[str, Any], tensors: dict[str, torch.Tensor], model: nn.Module) -> BodyPart:

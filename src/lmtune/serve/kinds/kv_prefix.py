@@ -31,6 +31,7 @@ class KVPrefixPart(BodyPart):
 @register_kind
 class PrefixTuningReader(KindReader):
     name = "PREFIX_TUNING"
+    serve_kind = "kv_prefix"
 
     def read(self, config: dict[str, Any], tensors: dict[str, torch.Tensor], model) -> KVPrefixPart:
         from peft.utils.constants import TRANSFORMERS_MODELS_TO_PREFIX_TUNING_POSTPROCESS_MAPPING

@@ -26,6 +26,8 @@ class SoftPromptPart(BodyPart):
 
 
 class SoftPromptReader(KindReader):
+    serve_kind = "virtual_tokens"
+
     def read(self, config: dict[str, Any], tensors: dict[str, torch.Tensor], model) -> SoftPromptPart:
         if (config.get("num_transformer_submodules") or 1) != 1:
             raise LmtuneError("soft prompts of encoder-decoder models cannot be served (decoder-only and encoders only)")
