@@ -200,15 +200,14 @@ def test_streaming_completion_sends_sse_chunks_then_done(client, engine):
 
 
 def test_chat_completion_plain_and_streaming(client, engine):
-    from lmtune.serve.app import render_chat
-
     messages = [{"role": "system", "content": "copy"}, {"role": "user", "content": PROMPT}]
     response = client.post("/v1/chat/completions", json={"model": "gen-lora", "messages": messages, "max_tokens": 6})
     assert response.status_code == 200, response.text
     out = response.json()
     assert out["object"] == "chat.completion" and out["choices"][0]["message"]["role"] == "assistant"
-    ids = render_chat(engine.tokenizer, messages)
-    assert out["choices"][0]["message"]["content"] == alone(engine, ids, "gen-lora", max_tokens=6)
+    ids, stops = engine.chat_prompt(messages, "gen-lora")  # the adapter's training template (Alpaca here)
+    assert engine.tokenizer.decode(ids).lower().startswith("below is an instruction") and stops
+    assert out["choices"][0]["message"]["content"] == alone(engine, ids, "gen-lora", max_tokens=6, stop=stops)
     body = {"model": "gen-lora", "messages": messages, "max_tokens": 6, "stream": True}
     with client.stream("POST", "/v1/chat/completions", json=body) as streamed:
         chunks = sse_chunks(streamed.iter_lines())
@@ -220,9 +219,16 @@ def test_chat_completion_plain_and_streaming(client, engine):
 def test_chat_uses_the_models_chat_template_when_it_has_one(served):
     from transformers import AutoTokenizer
 
-    from lmtune.serve.app import ApiError, render_chat
+    from types import SimpleNamespace
+
+    from lmtune.serve.chat import chat_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(served[0])
+    fake = SimpleNamespace(tokenizer=tokenizer, tokenize=lambda text, **o: tokenizer(text, **o)["input_ids"])
+
+    def render_chat(tokenizer, messages):
+        return chat_prompt(fake, messages, None)[0]
+
     messages = [{"role": "user", "content": "copy red"}]
     assert tokenizer.decode(render_chat(tokenizer, messages)) == "user : copy red assistant :"  # the fallback
     tokenizer.chat_template = (
@@ -232,7 +238,7 @@ def test_chat_uses_the_models_chat_template_when_it_has_one(served):
     ids = render_chat(tokenizer, messages)
     assert ids == tokenizer("<s>user copy red</s><s>assistant ", add_special_tokens=False)["input_ids"]
     tokenizer.chat_template = "{{ raise_exception('roles must alternate') }}"
-    with pytest.raises(ApiError, match="roles must alternate"):
+    with pytest.raises(LmtuneError, match="roles must alternate"):
         render_chat(tokenizer, messages)
 
 

@@ -143,6 +143,11 @@ class ChatTemplate(PromptTemplate):
         return full[len(prompt):]
 
 
+def stop_strings(template: PromptTemplate) -> list[str]:
+    """Where a generation that runs past its answer is cut (the template's next section)."""
+    return ["### Instruction:", "### Response:", "Below is an instruction"] if template.name == "alpaca" else []
+
+
 def build_template(name: TemplateName, tokenizer) -> PromptTemplate:
     if name == "auto":
         name = "chat" if getattr(tokenizer, "chat_template", None) else "alpaca"

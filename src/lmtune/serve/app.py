@@ -280,9 +280,12 @@ def create_app(engine, api_keys: list[str] | None = None, metrics: ServeMetrics 
         adapter = resolve(body.model, request)
         if body.max_completion_tokens is not None and body.max_tokens is None:
             body.max_tokens = body.max_completion_tokens
-        ids = await run_in_threadpool(render_chat, engine.tokenizer, [{"role": m.role, "content": m.text()} for m in body.messages])
+        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        ids, stops = await run_in_threadpool(engine.chat_prompt, messages, adapter)
+        params = body.sampling()
+        params.stop = [*params.stop, *(stop for stop in stops if stop not in params.stop)]  # the adapter's template's
         model_name = body.model or engine.base_name
-        request_id, queue = await submit(ids, adapter, body.sampling())
+        request_id, queue = await submit(ids, adapter, params)
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         label = request.state.adapter
 
@@ -392,26 +395,3 @@ def create_app(engine, api_keys: list[str] | None = None, metrics: ServeMetrics 
         return Response(f"Success: adapter '{body.lora_name}' removed successfully.", media_type="text/plain")
 
     return app
-
-
-def render_chat(tokenizer, messages: list[dict]) -> list[int]:
-    """Token ids of the conversation plus the assistant's opening, through the model's chat template.
-
-    A tokenizer without a chat template gets plain "role: content" lines and "assistant:" (tiny test models,
-    base models never trained on chat).
-    """
-    if getattr(tokenizer, "chat_template", None):
-        try:
-            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        except Exception as exc:  # jinja errors: roles out of order, a template that refuses system messages
-            raise ApiError(400, f"the model's chat template refused these messages: {exc}", param="messages") from exc
-    else:
-        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
-    for attempt in range(5):  # the engine thread may hold the Rust tokenizer for a moment ("Already borrowed")
-        try:
-            return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-        except RuntimeError:
-            if attempt == 4:
-                raise
-            time.sleep(0.005)
-    raise AssertionError("unreachable")

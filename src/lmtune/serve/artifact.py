@@ -78,7 +78,7 @@ def _read_run(name: str, folder: Path, model: nn.Module, base_hash: str) -> Serv
     if body is None and head is None:
         raise LmtuneError(f"{folder} holds neither an adapter nor a head; nothing to serve")
     return ServedAdapter(name, folder, body, head, base["id"], config["method"]["name"],
-                         max_length=config["model"].get("max_length"))
+                         max_length=config["model"].get("max_length"), template=config["task"].get("template"))
 
 
 def _read_peft(name: str, folder: Path, model: nn.Module, base_names: set[str]) -> ServedAdapter:

@@ -28,6 +28,7 @@ from lmtune.serve.requests import ClassifyJob, GenerationEvent, Sequence_
 from lmtune.serve.running import RunningBatch
 from lmtune.serve.sampling import SamplingParams, next_token
 from lmtune.serve.store import AdapterInfo, AdapterStore
+from lmtune.serve.chat import chat_prompt
 from lmtune.serve.classify import classify_rows, forward_heads
 
 __all__ = ["Engine", "EngineConfig", "EngineObserver", "GenerationEvent", "Overloaded", "SamplingParams", "AdapterInfo"]
@@ -177,6 +178,10 @@ class Engine:
             sequence.finish("cancelled")
         for job in jobs:
             job.on_done(LmtuneError("cancelled"))
+
+    def chat_prompt(self, messages: list[dict], adapter: str | None) -> tuple[list[int], list[str]]:
+        """A chat request's prompt ids and stop strings, rendered as `adapter` was trained (serve/chat.py)."""
+        return chat_prompt(self, messages, self.adapter(adapter))
 
     def tokenize(self, text: str, **options) -> list[int]:
         """Thread-safe: fast tokenizers refuse concurrent use ("Already borrowed"), and requests arrive on many threads."""

@@ -70,6 +70,8 @@ class ServedAdapter:
     notes: list[str] = field(default_factory=list)
     max_length: int | None = None
     """The run's model.max_length: classification truncates to it, as evaluation did."""
+    template: str | None = None
+    """The prompt template a generative run trained with (alpaca, chat, auto): chat requests are rendered with it."""
 
     @property
     def kind(self) -> str:

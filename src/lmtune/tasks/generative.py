@@ -17,7 +17,7 @@ from transformers import DataCollatorForSeq2Seq
 
 from lmtune.config.schema import GenerationConfig, TaskConfig
 from lmtune.data.splits import Splits
-from lmtune.data.templates import Example, PromptTemplate, TemplateName, build_template
+from lmtune.data.templates import Example, PromptTemplate, TemplateName, build_template, stop_strings
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.generation import generate_texts
 from lmtune.tasks.base import Task, TaskModel
@@ -99,7 +99,7 @@ class GenerativeTask(Task):
 
     def stop_strings(self, template: PromptTemplate) -> list[str]:
         """Where a generation that runs past its answer is cut (the template's next section)."""
-        return ["### Instruction:", "### Response:", "Below is an instruction"] if template.name == "alpaca" else []
+        return stop_strings(template)
 
     def trainer_metrics(self):
         return None  # generation runs once after training; checkpoints are picked by validation loss
