@@ -11,13 +11,13 @@ import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import transformers
+from pydantic import Field
 
-from lmtune.config.schema import ModelConfig
+from lmtune.config.schema import ModelConfig, StrictModel
 from lmtune.errors import LmtuneError
 from lmtune.models.loading import backbone_kind, load_backbone
 from lmtune.serve.artifact import read_adapter
@@ -50,17 +50,16 @@ class EngineObserver:
     def on_queue(self, depth: int) -> None: ...
 
 
-@dataclass
-class EngineConfig:
-    max_batch_size: int = 32
+class EngineConfig(StrictModel):
+    max_batch_size: int = Field(32, gt=0)
     """Rows decoded together at most (generation), and rows per classification pass."""
-    max_queue: int = 256
+    max_queue: int = Field(256, gt=0)
     """Requests waiting at most; more get `Overloaded` (HTTP 429)."""
-    max_prompt_tokens: int | None = None
+    max_prompt_tokens: int | None = Field(None, gt=0)
     """Longest prompt accepted, in tokens; default: the model's context."""
-    max_new_tokens_limit: int = 2048
+    max_new_tokens_limit: int = Field(2048, gt=0)
     """The largest max_tokens a request may ask for."""
-    memory_budget_mb: float = 1024
+    memory_budget_mb: float = Field(1024, gt=0)
     """Loaded adapters at most this many MB; the least recently used are evicted (and reload on next use)."""
     device: str = "auto"
     """Where the base model runs: auto (cuda when available), cpu, cuda, cuda:1, ..."""
@@ -142,10 +141,7 @@ class Engine:
     def _check_prompt(self, ids: list[int], served: ServedAdapter | None, max_tokens: int) -> None:
         if not ids:
             raise LmtuneError("the prompt is empty")
-        extra = 0
-        if served is not None and served.body is not None:
-            soft, prefix = served.body.soft_prompt(), served.body.kv_prefix()
-            extra = soft.size(0) if soft is not None else (prefix[0][0].size(1) if prefix else 0)
+        extra = served.body.virtual_tokens() if served is not None and served.body is not None else 0
         limit = self.cfg.max_prompt_tokens or self.context
         if len(ids) > limit or len(ids) + extra + max_tokens > self.context:
             raise LmtuneError(

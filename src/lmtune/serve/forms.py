@@ -39,6 +39,11 @@ class BodyPart(ABC):
         """Per layer (keys, values), each [kv_heads, virtual, head_dim], to place before the row's text, or None."""
         return None
 
+    def virtual_tokens(self) -> int:
+        """Positions the part takes before the row's text (soft prompt or prefix length)."""
+        soft, prefix = self.soft_prompt(), self.kv_prefix()
+        return soft.size(0) if soft is not None else (prefix[0][0].size(1) if prefix else 0)
+
     def module_names(self) -> list[str]:
         """Names (in the served model) of the modules whose outputs this part changes."""
         return []

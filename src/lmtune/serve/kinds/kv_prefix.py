@@ -23,10 +23,6 @@ class KVPrefixPart(BodyPart):
     def kv_prefix(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return self.layers
 
-    @property
-    def length(self) -> int:
-        return self.layers[0][0].size(1)
-
 
 @register_kind
 class PrefixTuningReader(KindReader):
