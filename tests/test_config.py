@@ -91,7 +91,13 @@ def test_every_config_field_is_documented():
 
 @pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.stem)
 def test_example_configs_resolve(example):
-    if "base" in yaml.safe_load(example.read_text()):  # a compare config
+    raw = yaml.safe_load(example.read_text())
+    if "space" in raw:  # a tune study
+        from lmtune.tune.study import load_study_config
+
+        assert load_study_config(example, []).space
+        return
+    if "base" in raw:  # a compare config
         from lmtune.compare.config import expand
         from lmtune.compare.runner import load_compare_config
 

@@ -78,7 +78,7 @@ def _svg(fig: Any, prefix: str) -> str:
     return re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r"<svg\1", text, count=1)
 
 
-def _figure(used: set[str], kind: str, fig: Any, caption: str, name: str | None = None, wide: bool = False) -> str:
+def figure_html(used: set[str], kind: str, fig: Any, caption: str, name: str | None = None, wide: bool = False) -> str:
     chart_id = f"chart-{kind}" if name is None else f"chart-{kind}-{slug(name)}"
     base, number = chart_id, 2
     while chart_id in used:  # two names with one slug ("LoRA r8", "lora-r8") still get distinct ids
@@ -110,7 +110,7 @@ def _bar_figure(scored: list[dict], metric: str, direction: str, used: set[str])
         ax.annotate(f"{value:.3f}", (value, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=9)
     ax.margins(x=0.14)
     ax.set_xlabel(f"{metric} ({direction})")
-    return _figure(used, "main-metric", fig, f"{metric} per entry ({direction}). Orange: best; blue: "
+    return figure_html(used, "main-metric", fig, f"{metric} per entry ({direction}). Orange: best; blue: "
                    "fine-tuning strategies; grey: baselines.")
 
 
@@ -139,7 +139,7 @@ def _scatter_figure(scored: list[dict], metric: str, greater: bool, key: str, us
     ax.set_xlabel(f"{label}{' (log scale)' if log else ''}")
     ax.set_ylabel(metric)
     better = "top left" if greater else "bottom left"
-    return _figure(used, chart, fig, f"{metric} against {label}: the {better} is better and cheaper.{note}")
+    return figure_html(used, chart, fig, f"{metric} against {label}: the {better} is better and cheaper.{note}")
 
 
 def _series(log: list[dict], key: str) -> tuple[list[float], list[float]]:
@@ -165,7 +165,7 @@ def _loss_figure(entry: dict[str, Any], used: set[str]) -> str | None:
     ax.set_ylabel("loss")
     ax.set_title(str(entry["name"]), loc="left", fontweight="bold")
     ax.legend(frameon=False, fontsize=8)
-    return _figure(used, "loss", fig, f"{entry['name']}: training and validation loss.", entry["name"])
+    return figure_html(used, "loss", fig, f"{entry['name']}: training and validation loss.", entry["name"])
 
 
 def _confusion_figure(entry: dict[str, Any], used: set[str]) -> str | None:
@@ -195,7 +195,7 @@ def _confusion_figure(entry: dict[str, Any], used: set[str]) -> str | None:
     ax.set_ylabel("true")
     ax.set_title(str(entry["name"]), loc="left", fontweight="bold")
     fig.colorbar(image, ax=ax, shrink=0.8)
-    return _figure(used, "confusion", fig, f"{entry['name']}: true label (rows) against predicted label "
+    return figure_html(used, "confusion", fig, f"{entry['name']}: true label (rows) against predicted label "
                    "(columns), counts on the evaluation set.", entry["name"], wide=size > 6)
 
 

@@ -78,7 +78,7 @@ def explain(err: ValidationError, raw: dict, root: type[BaseModel] = RunConfig) 
 
 
 def _suggestion(loc: list[str], raw: dict, root: type[BaseModel]) -> str:
-    section = _model_at(loc[:-1], raw, root)
+    section = model_at(loc[:-1], raw, root)
     if section is None:
         return ""
     known = list(section.model_fields)
@@ -87,7 +87,7 @@ def _suggestion(loc: list[str], raw: dict, root: type[BaseModel]) -> str:
     return f"{hint} Known keys here: {', '.join(known)}"
 
 
-def _model_at(loc: list[str], raw: dict, root: type[BaseModel] = RunConfig) -> type[BaseModel] | None:
+def model_at(loc: list[str], raw: dict, root: type[BaseModel] = RunConfig) -> type[BaseModel] | None:
     """The config class that validates the section at `loc` (method and task classes come from their registries)."""
     from lmtune.methods import method_config_class
     from lmtune.tasks import task_config_class

@@ -1,0 +1,195 @@
+"""`lmtune tune`: check the study, prepare CV folds, run the algorithm, write the summary and the report."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from lmtune.config.loading import apply_overrides, explain, read_yaml, resolve_config
+from lmtune.errors import LmtuneError
+from lmtune.tune.algorithms import build_algorithm
+from lmtune.tune.config import StudyConfig
+from lmtune.tune.space import Param, parse_space, show
+from lmtune.tune.trial import TrialRecord, read_record, run_trial
+
+STUDY_FILE = "study.yaml"
+
+
+def load_study_config(path: str | Path | None, overrides: list[str] = ()) -> StudyConfig:
+    """YAML plus overrides (`budget.trials=4`, `base.train.epochs=1`, `algorithm=de`)."""
+    raw = apply_overrides(read_yaml(path) if path else {}, list(overrides))
+    return validate_study(raw)
+
+
+def validate_study(raw: dict[str, Any]) -> StudyConfig:
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as err:
+        raise LmtuneError(explain(err, raw, StudyConfig).replace("invalid config", "invalid study config")) from None
+
+
+class Study:
+    """A checked study: the parsed space, the base config trials start from, the CV folds, the study folder."""
+
+    def __init__(self, cfg: StudyConfig, prepare: bool = True):
+        self.cfg = cfg
+        self.folder = Path(cfg.output.dir).absolute()
+        resolve_config(copy.deepcopy(cfg.base))  # a bad base config fails before anything runs
+        self.base = self._trial_base(cfg)
+        self.params: list[Param] = parse_space(cfg.space, self.base)
+        self.algorithm = build_algorithm(cfg.algorithm)
+        self.algorithm.check(self)
+        self.folds: list[list[str]] = []
+        if cfg.cv and prepare:
+            from lmtune.tune.folds import prepare_folds
+
+            self.folds = prepare_folds(self)
+
+    @staticmethod
+    def _trial_base(cfg: StudyConfig) -> dict[str, Any]:
+        """The base config with the study's defaults: threads split between workers, no per-step progress bar."""
+        base = copy.deepcopy(cfg.base)
+        train = base.setdefault("train", {})
+        if train.get("num_threads") is None:
+            cpus = cfg.pbt.cpus_per_trial if cfg.algorithm == "pbt" else (os.cpu_count() or 1) / cfg.workers
+            train["num_threads"] = max(1, int(cpus))
+        train.setdefault("progress", False)
+        return base
+
+    @property
+    def keys(self) -> list[str]:
+        return [p.key for p in self.params]
+
+    def to_raw(self) -> dict[str, Any]:
+        """What a worker process needs to rebuild this study (folds already on disk)."""
+        return {"cfg": self.cfg.model_dump(mode="json"), "folds": self.folds}
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> Study:
+        study = cls(StudyConfig.model_validate(raw["cfg"]), prepare=False)
+        study.folds = raw["folds"]
+        return study
+
+    def better(self, a: float | None, b: float | None) -> bool:
+        if a is None:
+            return False
+        return b is None or (a > b if self.cfg.greater_is_better else a < b)
+
+
+@dataclass
+class StudyResult:
+    folder: Path
+    records: list[TrialRecord]
+    best: TrialRecord | None
+    reference: TrialRecord | None
+    summary: dict[str, Any]
+
+
+def run_study(cfg: StudyConfig, worker_only: bool = False) -> StudyResult:
+    from lmtune.tune.summary import write_summary
+
+    study = Study(cfg)
+    study.folder.mkdir(parents=True, exist_ok=True)
+    _write_study_file(study)
+    started = time.perf_counter()
+    print(f"study {study.folder}: {cfg.algorithm}, {_budget_text(cfg)}, objective {cfg.objective.direction} "
+          f"{cfg.objective.metric}" + (f" (mean over {cfg.cv.folds} folds)" if cfg.cv else ""), flush=True)
+    for param in study.params:
+        print(f"  {param.describe()}")
+    reference = run_reference(study) if cfg.reference and not worker_only else read_record(study.folder / "reference")
+    study.algorithm.run(study, worker_only=worker_only)
+    records = study.algorithm.records(study)
+    return write_summary(study, records, reference, time.perf_counter() - started)
+
+
+def run_reference(study: Study) -> TrialRecord:
+    """The base config as it is (no overrides), scored like a trial: the number the search has to beat."""
+    record = read_record(study.folder / "reference")
+    if record is None or record.state != "complete":
+        record = run_trial(study, study.folder / "reference", {}, -1)
+    print(f"reference (base config): {_score_text(record)}", flush=True)
+    return record
+
+
+def _write_study_file(study: Study) -> None:
+    path = study.folder / STUDY_FILE
+    data = study.cfg.model_dump(mode="json")
+    if path.is_file():
+        before = yaml.safe_load(path.read_text())
+        free = ("budget", "workers", "storage", "reference")  # how long and where, not what is searched
+        same = {k: v for k, v in before.items() if k not in free}
+        now = {k: v for k, v in data.items() if k not in free}
+        if same != now:
+            raise LmtuneError(
+                f"{study.folder} holds another study ({STUDY_FILE} differs in base, space, objective or algorithm); "
+                "use a new output.dir to start a new study, or the same config to resume it"
+            )
+    from lmtune.io import write_yaml
+
+    write_yaml(path, data)
+
+
+def _budget_text(cfg: StudyConfig) -> str:
+    parts = [f"{cfg.budget.trials} trials"] if cfg.budget.trials else []
+    if cfg.budget.time_seconds:
+        parts.append(f"{cfg.budget.time_seconds:.0f} s")
+    return " / ".join(parts) + f", {cfg.workers} worker(s)"
+
+
+def _score_text(record: TrialRecord | None) -> str:
+    if record is None or record.score is None:
+        return f"failed ({record.error})" if record else "none"
+    spread = f" ± {record.score_std:.4f}" if record.score_std is not None else ""
+    return f"{record.score:.4f}{spread}"
+
+
+class Progress:
+    """One line per finished trial (score, params, best so far), over a tqdm bar of trials."""
+
+    def __init__(self, study: Study, total: int | None, done: list[TrialRecord] = ()):
+        from tqdm.auto import tqdm
+
+        self.study, self.best = study, None
+        for record in done:
+            self._update_best(record)
+        self.bar = tqdm(total=total, initial=len(done), desc=f"tune {study.cfg.algorithm}", unit="trial")
+
+    def _update_best(self, record: TrialRecord) -> None:
+        if record.state == "complete" and self.study.better(record.score, self.best.score if self.best else None):
+            self.best = record
+
+    def finished(self, record: TrialRecord) -> None:
+        self._update_best(record)
+        params = " ".join(f"{k}={show(v)}" for k, v in record.params.items())
+        best = f"best {self.best.score:.4f} (#{self.best.number})" if self.best else "best none"
+        self.bar.write(f"trial {record.number:>4}  {_score_text(record):<18} {params}   {best}")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def records_from_folders(study: Study) -> list[TrialRecord]:
+    records = []
+    for path in sorted((study.folder / "trials").glob("*/trial.json")):
+        records.append(TrialRecord.from_json(json.loads(path.read_text())))
+    return sorted(records, key=lambda r: r.number)
+
+
+
+def summarize_study(cfg: StudyConfig) -> StudyResult:
+    """The summary and report from what has run so far (e.g. after distributed workers finish)."""
+    from lmtune.tune.summary import write_summary
+
+    study = Study(cfg, prepare=False)
+    if not (study.folder / STUDY_FILE).is_file():
+        raise LmtuneError(f"{study.folder} holds no study yet; run `lmtune tune` first")
+    return write_summary(study, study.algorithm.records(study), read_record(study.folder / "reference"), 0.0)
