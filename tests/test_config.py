@@ -92,6 +92,12 @@ def test_every_config_field_is_documented():
 @pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.stem)
 def test_example_configs_resolve(example):
     raw = yaml.safe_load(example.read_text())
+    if "corpus" in raw:  # a pretrain config: its command is the one whose config accepts it
+        from lmtune.pretrain.config import COMMAND_CONFIGS, load_pretrain_config
+
+        command = "tokenizer" if "tokenizer" in example.stem else "continue" if "continue" in example.stem else "model"
+        assert command in COMMAND_CONFIGS and load_pretrain_config(command, example, [])
+        return
     if "space" in raw:  # a tune study
         from lmtune.tune.study import load_study_config
 
@@ -118,3 +124,13 @@ def test_task_defaults_resolve_into_the_config():
     cfg = resolve_config({"task": {"name": "instruction"}, "eval": {"metric": "accuracy"}})
     with pytest.raises(LmtuneError, match="cannot pick checkpoints"):
         build_task(cfg).resolve_defaults()
+
+
+def test_overrides_never_write_into_the_callers_config():
+    """Compare hands every entry the same `base`: one entry's `model.init=random` must not reach the next."""
+    from lmtune.config.loading import apply_overrides
+
+    base = {"model": {"name": "minilm", "init": "pretrained"}, "train": {"learning_rate": 1e-4}}
+    changed = apply_overrides(base, ["model.init=random", "train.learning_rate=0.1"])
+    assert changed["model"]["init"] == "random" and changed["train"]["learning_rate"] == 0.1
+    assert base == {"model": {"name": "minilm", "init": "pretrained"}, "train": {"learning_rate": 1e-4}}

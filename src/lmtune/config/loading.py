@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import typing
 from pathlib import Path
@@ -27,6 +28,8 @@ def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """A copy of `raw` with the overrides applied; `raw` itself is never written (compare's `base` is shared)."""
+    raw = copy.deepcopy(raw)
     for path, value in parse_overrides(overrides):
         node = raw
         for i, part in enumerate(path[:-1]):
