@@ -236,8 +236,8 @@ class Engine:
                 admitted.append(self._queue.popleft())
             self.observer.on_queue(self.queue_depth())
         try:
-            if admitted:
-                batch = self._prefill(admitted)
+            for group in length_groups(admitted):
+                batch = self._prefill(group)
                 if batch is not None:
                     self._running = batch if self._running is None else self._running.merge(batch)
             if self._running is not None:
@@ -331,6 +331,21 @@ class Engine:
         if isinstance(box[0], Exception):
             raise box[0]
         return box[0]
+
+
+def length_groups(sequences: list[Sequence_], slack: float = 1.25) -> list[list[Sequence_]]:
+    """Prefill groups of similar length (prompt + virtual tokens): a batch pads every row to its longest, and a
+    20-token soft prompt beside plain rows would make all of them 20 tokens longer. Groups merge after prefill."""
+    def length(s: Sequence_) -> int:
+        return len(s.prompt_ids) + (s.adapter.body.virtual_tokens() if s.adapter and s.adapter.body else 0)
+
+    groups: list[list[Sequence_]] = []
+    for sequence in sorted(sequences, key=length):
+        if groups and length(sequence) <= slack * length(groups[-1][0]):
+            groups[-1].append(sequence)
+        else:
+            groups.append([sequence])
+    return groups
 
 
 def _ids(generation_config) -> list[int]:
