@@ -231,3 +231,16 @@ def test_cancelling_a_waiting_request_and_shutting_down_end_every_request(served
     engine.start()
     engine.shutdown()
     assert all(events[i][-1].finished for i in ids)
+
+
+def test_prefill_groups_keep_similar_lengths_together(served):
+    from lmtune.serve.engine import length_groups
+    from lmtune.serve.requests import Sequence_
+
+    engine = served["engine"]
+    prompt = engine.adapter("prompt")  # 4 virtual tokens
+    rows = [Sequence_(str(i), [1] * n, adapter, SamplingParams(), print, None)
+            for i, (n, adapter) in enumerate([(4, None), (20, None), (5, None), (1, prompt), (21, None)])]
+    groups = length_groups(rows)
+    assert sorted(len(r.prompt_ids) for g in groups for r in g) == [1, 4, 5, 20, 21]  # nobody lost
+    assert [[r.id for r in g] for g in groups] == [["0", "2", "3"], ["1", "4"]]

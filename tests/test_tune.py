@@ -169,10 +169,10 @@ def test_a_killed_study_resumes_without_rerunning_finished_trials(tmp_path, tiny
     folder = tmp_path / "study"
     process = _lmtune(str(path))
     deadline = time.monotonic() + 120
-    while not (folder / "trials" / "0001" / "run" / "metrics.json").is_file():
+    # Kill as soon as the third trial has started (its config is written before its model loads and trains).
+    while not (folder / "trials" / "0002" / "config.yaml").is_file():
         assert process.poll() is None and time.monotonic() < deadline, process.stdout.read() if process.poll() else "timeout"
-        time.sleep(0.2)
-    time.sleep(1.0)  # trial 2 is training now
+        time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
     process.stdout.close()
