@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from transformers import DynamicCache
 
+from lmtune.serve.kinds.weight_delta import pad_to
 from lmtune.serve.mixed import BatchPlan
 
 
@@ -20,12 +21,7 @@ def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def _left_pad(tensor: torch.Tensor, dim: int, length: int) -> torch.Tensor:
-    missing = length - tensor.size(dim)
-    if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+    return pad_to(tensor, dim, length, left=True)
 
 
 class RunningBatch:

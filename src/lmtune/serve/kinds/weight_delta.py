@@ -16,14 +16,16 @@ import torch
 from lmtune.serve.forms import BodyPart
 
 
-def pad_to(tensor: torch.Tensor, dim: int, size: int) -> torch.Tensor:
-    """Zero-pad `tensor` along `dim` to `size`: zero rank/bottleneck units add exactly nothing."""
+def pad_to(tensor: torch.Tensor, dim: int, size: int, left: bool = False) -> torch.Tensor:
+    """Zero-pad `tensor` along `dim` to `size` (after it, or before it with `left`). Zero rank/bottleneck units add
+    exactly nothing; masked zeros before a row's cache are never attended to."""
     missing = size - tensor.size(dim)
     if missing == 0:
         return tensor
     shape = list(tensor.shape)
     shape[dim] = missing
-    return torch.cat([tensor, tensor.new_zeros(shape)], dim=dim)
+    parts = [tensor.new_zeros(shape), tensor] if left else [tensor, tensor.new_zeros(shape)]
+    return torch.cat(parts, dim=dim)
 
 
 class WeightDeltaPart(BodyPart):
