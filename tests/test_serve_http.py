@@ -7,7 +7,6 @@ classification LoRA with a head). Texts the HTTP layer returns are checked again
 from __future__ import annotations
 
 import json
-import random
 import socket
 import threading
 import time
@@ -23,19 +22,10 @@ from fastapi.testclient import TestClient
 
 from lmtune.errors import LmtuneError
 
-WORDS = ["red", "blue", "green", "black", "white", "big", "small", "old", "new"]
+from test_generative import WORDS, copy_rows  # the learnable "copy" instruction rows
+
 PROMPT = "copy red 3"
 API_KEY = "test-key-1"
-
-
-def copy_rows(count: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(count):
-        word, number = rng.choice(WORDS), rng.randint(0, 9)
-        rows.append({"instruction": f"copy {word} {number}", "input": "", "output": f"the answer is {number}",
-                     "answer": str(number)})
-    return rows
 
 
 def _train(model: Path, data: dict, root: Path, name: str, method: dict, task: str) -> None:

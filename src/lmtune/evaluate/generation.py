@@ -26,8 +26,12 @@ def padding_side(tokenizer, side: str):
 
 def end_token_ids(model) -> list[int]:
     """Every id that ends a turn: the tokenizer's EOS and the model's generation config's (chat models differ)."""
-    ids = {model.tokenizer.eos_token_id}
-    configured = getattr(getattr(model.backbone.body, "generation_config", None), "eos_token_id", None)
+    return end_ids_of(model.tokenizer, model.backbone.body)
+
+
+def end_ids_of(tokenizer, lm) -> list[int]:
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(lm, "generation_config", None), "eos_token_id", None)
     ids.update(configured if isinstance(configured, list) else [configured])
     return sorted(i for i in ids if i is not None)
 

@@ -20,6 +20,7 @@ from pydantic import Field
 from lmtune.config.schema import ModelConfig, StrictModel
 from lmtune.errors import LmtuneError
 from lmtune.models.loading import backbone_kind, load_backbone
+from lmtune.evaluate.generation import end_ids_of
 from lmtune.serve.artifact import read_adapter
 from lmtune.serve.forms import ServedAdapter
 from lmtune.serve.inputs import build_inputs, gather_text
@@ -107,7 +108,7 @@ class Engine:
         self.body = self.model.base_model  # the transformer without the LM head: classification heads read it
         self.tokenizer = backbone.tokenizer
         self.base_path, self.weights_hash = backbone.path, backbone.weights_hash
-        self.end_ids = sorted({i for i in [self.tokenizer.eos_token_id, *_ids(getattr(self.model, "generation_config", None))] if i is not None})
+        self.end_ids = end_ids_of(self.tokenizer, self.model)
         self.context = int(getattr(config, "max_position_embeddings", 0) or 2048)
 
     # ---- submitting --------------------------------------------------------------------------------------------
@@ -346,8 +347,3 @@ def length_groups(sequences: list[Sequence_], slack: float = 1.25) -> list[list[
         else:
             groups.append([sequence])
     return groups
-
-
-def _ids(generation_config) -> list[int]:
-    value = getattr(generation_config, "eos_token_id", None)
-    return value if isinstance(value, list) else [value]
