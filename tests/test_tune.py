@@ -201,13 +201,28 @@ def test_two_workers_share_one_sqlite_study(tmp_path, tiny_models, toy_data):
     assert len({row.split(",")[-2] for row in rows}) == 2  # both workers ran trials
 
 
-def test_pbt_exploit_copies_a_better_checkpoint_and_perturbs(tmp_path, tiny_models, toy_data):
+def relative_paths(raw: dict, start: Path) -> dict:
+    """The study with its model, data and output paths relative to `start`, as a user writes them."""
+    rel = lambda value: os.path.relpath(value, start)
+    base = raw["base"]
+    base["model"]["name"] = rel(base["model"]["name"])
+    base["data"] = {k: rel(v) for k, v in base["data"].items()}
+    raw["output"]["dir"] = rel(raw["output"]["dir"])
+    return raw
+
+
+def test_pbt_exploit_copies_a_better_checkpoint_and_perturbs(tmp_path, tiny_models, toy_data, monkeypatch):
     pytest.importorskip("ray.tune")
     ray_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     raw = study_raw(tmp_path, tiny_models, toy_data, algorithm="pbt", workers=2, budget={"trials": 2},
                     space={"train.learning_rate": LR},
                     pbt={"interval_steps": 3, "intervals": 2, "quantile_fraction": 0.5, "synch": True,
                          "ray_temp_dir": ray_dir})
+    # Relative paths, as a user writes them from the project root: Ray runs members in folders of its own.
+    (tmp_path / "project").mkdir()
+    monkeypatch.chdir(tmp_path / "project")
+    raw = relative_paths(raw, tmp_path / "project")
+    assert not Path(raw["base"]["data"]["train"]).is_absolute()
     try:
         result = run_study(validate_study(raw))
     finally:
@@ -232,4 +247,33 @@ def test_pbt_exploit_copies_a_better_checkpoint_and_perturbs(tmp_path, tiny_mode
     assert cfg["train"]["init_from"] == str(copied)  # the next interval trained on from the copy
     assert cfg["train"]["learning_rate"] == pytest.approx(ex["new_params"]["train.learning_rate"])
     assert len(result.records) == 2 and all(r.state == "complete" for r in result.records)
+    assert all(r.seconds and r.seconds > 0 for r in result.records)  # a member's time is its intervals' time
     assert "chart-schedule-train-learning-rate" in (folder / "report.html").read_text()
+    assert folder == tmp_path / "study"
+
+
+def test_a_study_in_which_no_trial_completed_exits_nonzero(tmp_path, tiny_models, toy_data, capsys):
+    raw = study_raw(tmp_path, tiny_models, toy_data, budget={"trials": 2})
+    raw["base"]["data"]["train"] = str(tmp_path / "missing.jsonl")
+    assert main(["tune", str(write_study(tmp_path, raw))]) == 2
+    captured = capsys.readouterr()
+    assert "no trial of the study completed (2 trial(s) ran)" in captured.err
+    assert "missing.jsonl does not exist" in captured.err  # the first trial's own error
+    assert "2 of 2 trials failed:" in captured.out
+    assert (tmp_path / "study" / "trials.csv").is_file()  # the summary is still written
+
+
+def test_failed_trials_are_counted_by_error_and_space_paths_are_relative_to_the_start(
+        tmp_path, tiny_models, toy_data, capsys, monkeypatch):
+    # A grid over two training files, one of them missing: one trial fails, the study succeeds and says why.
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(toy_data["train"], tmp_path / "here.jsonl")
+    raw = study_raw(tmp_path, tiny_models, toy_data, algorithm="grid", budget={"trials": 2},
+                    space={"data.train": ["here.jsonl", "gone.jsonl"]})
+    assert main(["tune", str(write_study(tmp_path, raw))]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 2 trials failed:" in out and f"1 x data file {tmp_path / 'gone.jsonl'} does not exist" in out
+    summary = json.loads((tmp_path / "study" / "summary.json").read_text())
+    assert summary["trials"]["complete"] == 1 and list(summary["failures"].values()) == [1]
+    best = yaml.safe_load((tmp_path / "study" / "best_config.yaml").read_text())
+    assert best["data"]["train"] == str(tmp_path / "here.jsonl")  # absolute: re-runs from any folder

@@ -24,10 +24,11 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
+from lmtune.config.paths import LocalPath
 from lmtune.config.schema import StrictModel
 
 
@@ -42,7 +43,7 @@ class StrategyEntry(StrictModel):
 
 
 class CompareOutput(StrictModel):
-    dir: str = "runs/compare"
+    dir: Annotated[str, LocalPath()] = "runs/compare"
     """Folder for every entry's run directory, the leaderboard and report.html."""
     title: str | None = None
     """Report title; defaults to the task, model and data."""

@@ -15,7 +15,8 @@ from pydantic import ValidationError
 from tqdm.auto import tqdm
 
 from lmtune.compare.config import CompareConfig, Entry, expand
-from lmtune.config.loading import apply_overrides, explain, read_yaml, resolve_config
+from lmtune.config.loading import apply_overrides, explain, read_yaml, resolve_config, with_absolute_paths
+from lmtune.config.paths import resolve_paths
 from lmtune.errors import LmtuneError
 from lmtune.io import write_yaml
 from lmtune.train import rundir
@@ -42,8 +43,8 @@ def load_compare_config(path: str | Path | None, overrides: list[str]) -> Compar
         cfg = CompareConfig.model_validate(raw)
     except ValidationError as err:
         raise LmtuneError(explain(err, raw, CompareConfig).replace("invalid config", "invalid compare config")) from None
-    resolve_config(dict(cfg.base))  # a bad base config fails before anything runs
-    return cfg
+    cfg.base = with_absolute_paths(cfg.base, Path.cwd())  # a bad base config fails before anything runs
+    return resolve_paths(cfg)
 
 
 def run_compare(cfg: CompareConfig) -> CompareResult:

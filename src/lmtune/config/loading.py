@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,27 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from lmtune.config.paths import path_updates, resolve_paths
 from lmtune.config.schema import RunConfig
 from lmtune.errors import LmtuneError
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML as config files and overrides are read: YAML 1.2's booleans (`true`/`false` only), so the words
+    `no`, `off`, `yes`, `on` stay the strings the user typed (`train.eval_every=no`). Boolean fields still accept
+    them: pydantic reads "yes"/"no"/"on"/"off" as booleans."""
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def load_yaml_text(text: str) -> Any:
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass: plain data only
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
@@ -22,7 +42,7 @@ def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise LmtuneError(f"override {item!r} is not of the form key.path=value (e.g. method.rank=16)")
-        value = yaml.safe_load(text) if text.strip() else None
+        value = load_yaml_text(text) if text.strip() else None
         parsed.append((key.strip().split("."), value))
     return parsed
 
@@ -31,14 +51,32 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """A copy of `raw` with the overrides applied; `raw` itself is never written (compare's `base` is shared)."""
     raw = copy.deepcopy(raw)
     for path, value in parse_overrides(overrides):
-        node = raw
-        for i, part in enumerate(path[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                where = ".".join(path[: i + 1])
-                raise LmtuneError(f"override {'.'.join(path)}: {where} is a value, not a section")
-            node = child
-        node[path[-1]] = value
+        set_dotted(raw, path, value)
+    return raw
+
+
+def set_dotted(raw: dict, path: list[str], value: Any) -> None:
+    """raw[a][b][c] = value for path [a, b, c], making the sections on the way."""
+    node = raw
+    for i, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(path[: i + 1])
+            raise LmtuneError(f"override {'.'.join(path)}: {where} is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def with_absolute_paths(raw: dict, base_dir: str | Path) -> dict:
+    """A copy of the raw run config `raw` whose relative paths are absolute against `base_dir`: what a study or a
+    comparison hands to trials that may run in another working directory."""
+    try:
+        cfg = RunConfig.model_validate(copy.deepcopy(raw))
+    except ValidationError as err:
+        raise LmtuneError(explain(err, raw)) from None
+    raw = copy.deepcopy(raw)
+    for key, value in path_updates(cfg, base_dir).items():
+        set_dotted(raw, key.split("."), value)
     return raw
 
 
@@ -47,7 +85,7 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise LmtuneError(f"config file {path} does not exist; give the path of a YAML run config")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = load_yaml_text(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise LmtuneError(f"config file {path} is not valid YAML: {err}") from err
     if not isinstance(raw, dict):
@@ -55,12 +93,15 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
-def resolve_config(raw: dict, overrides: list[str] | None = None) -> RunConfig:
+def resolve_config(raw: dict, overrides: list[str] | None = None, base_dir: str | Path | None = None) -> RunConfig:
+    """Validate `raw` plus overrides; relative paths become absolute against `base_dir` (default: the working
+    directory, where the user ran lmtune; see config/paths.py)."""
     raw = apply_overrides(dict(raw), overrides or [])
     try:
-        return RunConfig.model_validate(raw)
+        cfg = RunConfig.model_validate(raw)
     except ValidationError as err:
         raise LmtuneError(explain(err, raw)) from None
+    return resolve_paths(cfg, base_dir)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
+
+from lmtune.config.paths import LocalPath
 
 
 class StrictModel(BaseModel):
@@ -14,7 +16,7 @@ class StrictModel(BaseModel):
 
 
 class ModelConfig(StrictModel):
-    name: str = "minilm"
+    name: Annotated[str, LocalPath(only_if_exists=True)] = "minilm"
     """Backbone: a bundled name (`minilm`, `smollm2`), a local model folder, a `.gguf` file, or a hub id (online only)."""
     gguf_file: str | None = None
     """File name of a GGUF checkpoint inside the `name` folder (converted once to a cached safetensors folder)."""
@@ -30,11 +32,11 @@ class ModelConfig(StrictModel):
 
 
 class DataConfig(StrictModel):
-    train: str | None = None
+    train: Annotated[str | None, LocalPath(unless="hub")] = None
     """Training file (jsonl, json, csv, tsv) or, with `hub`, the split name."""
-    validation: str | None = None
+    validation: Annotated[str | None, LocalPath(unless="hub")] = None
     """Validation file or split; when missing, `validation_fraction` of train is split off (seeded, stratified)."""
-    test: str | None = None
+    test: Annotated[str | None, LocalPath(unless="hub")] = None
     """Optional held-out test file or split, evaluated once at the end."""
     hub: str | None = None
     """A Hugging Face hub dataset name (needs internet); then train/validation/test name its splits."""
@@ -124,7 +126,7 @@ class TrainConfig(StrictModel):
     """Steps between loss log lines."""
     resume: bool = False
     """Continue a killed run from its last checkpoint (same run directory)."""
-    init_from: str | None = None
+    init_from: Annotated[str | None, LocalPath()] = None
     """A finished run directory of the same strategy and base model: start from its trained weights and train
     further (works for p-tuning too, which PEFT cannot resume)."""
     keep_checkpoints: bool = False
@@ -149,8 +151,8 @@ class EvalConfig(StrictModel):
 
 
 class OutputConfig(StrictModel):
-    dir: str = "runs"
-    """Folder that holds run directories."""
+    dir: Annotated[str, LocalPath()] = "runs"
+    """Folder that holds run directories (relative: to where lmtune was run, as every path in a config)."""
     name: str | None = None
     """Run directory name inside `dir`; defaults to the strategy name."""
     overwrite: bool = False

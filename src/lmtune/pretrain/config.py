@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from lmtune.config.paths import LocalPath, resolve_paths
 from lmtune.config.schema import StrictModel
 from lmtune.errors import LmtuneError
 
 
 class CorpusConfig(StrictModel):
-    files: list[str] = []
+    files: Annotated[list[str], LocalPath()] = []
     """Raw text: files (.txt and anything else is read as plain text; .jsonl/.json lines as records), folders
     (every .txt/.tokens/.jsonl inside, recursively, but README/SOURCES/LICENSE files) or glob patterns. Encodings: UTF-8, else latin-1; CRLF becomes LF."""
     text_field: str = "text"
     """The field of jsonl records that holds the text."""
-    validation: list[str] = []
+    validation: Annotated[list[str], LocalPath()] = []
     """Held-out text (files/folders/globs) for validation perplexity; when empty, `validation_fraction` of the
     corpus's pieces is held out instead."""
     validation_fraction: float = Field(0.05, ge=0, lt=1)
@@ -37,7 +38,7 @@ class CorpusConfig(StrictModel):
 
 
 class TokenizerConfig(StrictModel):
-    path: str | None = None
+    path: Annotated[str | None, LocalPath()] = None
     """A tokenizer folder to use as is (e.g. one `lmtune pretrain tokenizer` wrote, or a model folder); when
     none, `lmtune pretrain model` trains one on its corpus with the options below."""
     kind: Literal["bpe", "wordpiece", "unigram"] = "bpe"
@@ -72,7 +73,7 @@ class TokenizerRunConfig(StrictModel):
     """The raw text to learn the vocabulary from (its held-out part is used for the report)."""
     tokenizer: TokenizerConfig = TokenizerConfig()
     """What to train."""
-    compare_with: list[str] = ["smollm2"]
+    compare_with: Annotated[list[str], LocalPath(only_if_exists=True)] = ["smollm2"]
     """Tokenizers to report tokens-per-word against on the same held-out text: model names (`smollm2`,
     `minilm`), model folders or tokenizer folders."""
     output: OutputConfig = Field(default_factory=lambda: OutputConfig(dir="runs/pretrain/tokenizer"))
@@ -162,7 +163,7 @@ class LoopConfig(StrictModel):
 
 
 class OutputConfig(StrictModel):
-    dir: str = "runs/pretrain/model"
+    dir: Annotated[str, LocalPath()] = "runs/pretrain/model"
     """The output folder: a normal model folder (config.json, weights, tokenizer) plus metrics.json."""
     overwrite: bool = False
     """Replace a finished output folder."""
@@ -205,7 +206,7 @@ class LoraOptions(StrictModel):
 class ContinueRunConfig(StrictModel):
     """`lmtune pretrain continue`: continued (domain-adaptive) pre-training of an existing causal LM."""
 
-    model: str = "smollm2"
+    model: Annotated[str, LocalPath(only_if_exists=True)] = "smollm2"
     """The model to continue: a bundled name (`smollm2`), a model folder or a .gguf file."""
     method: Literal["full", "lora"] = "lora"
     """Train every weight (`full`) or LoRA adapters (`lora`, merged into the saved model)."""
@@ -242,6 +243,6 @@ def load_pretrain_config(command: str, path: str | Path | None, overrides: list[
     root = COMMAND_CONFIGS[command]
     raw = apply_overrides(read_yaml(path) if path else {}, overrides)
     try:
-        return root.model_validate(raw)
+        return resolve_paths(root.model_validate(raw))  # relative paths: to where lmtune runs (config/paths.py)
     except ValidationError as err:
         raise LmtuneError(explain(err, raw, root).replace("invalid config", f"invalid `pretrain {command}` config")) from None

@@ -32,6 +32,10 @@ class SearchAlgorithm:
         """Every trial of the study so far, in order, for the summary and the report."""
         raise NotImplementedError
 
+    def lost_errors(self) -> list[str]:
+        """Errors of trials that left no record (a worker that died before it reported anything)."""
+        return []
+
 
 def register_algorithm(cls: type[SearchAlgorithm]) -> type[SearchAlgorithm]:
     return ALGORITHMS.register(cls)

@@ -20,10 +20,11 @@ output: {dir: runs/study}
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from lmtune.config.paths import LocalPath
 from lmtune.config.schema import StrictModel
 
 
@@ -56,6 +57,18 @@ class OptunaOptions(StrictModel):
     """Sampler seed; none takes the study seed."""
     n_startup_trials: int = Field(5, ge=0)
     """TPE: random trials before the model-based ones."""
+    heartbeat_seconds: int = Field(30, gt=0)
+    """How often a worker tells the storage that its running trial is alive (Optuna's heartbeat)."""
+    grace_seconds: int = Field(120, gt=0)
+    """A running trial whose heartbeat is older than this is taken for dead (its worker was killed, its machine
+    lost): another worker marks it failed and runs it again with the same parameters in the same folder."""
+
+    @model_validator(mode="after")
+    def _grace_longer_than_heartbeat(self) -> OptunaOptions:
+        if self.grace_seconds <= self.heartbeat_seconds:
+            raise ValueError("optuna.grace_seconds must be longer than optuna.heartbeat_seconds, or live trials "
+                             "would be taken for dead between two heartbeats")
+        return self
 
 
 class DEOptions(StrictModel):
@@ -92,8 +105,8 @@ class PBTOptions(StrictModel):
 
 
 class StudyOutput(StrictModel):
-    dir: str = "runs/study"
-    """The study folder: trials/<n>/config.yaml and run directories, the Optuna database, trials.csv,
+    dir: Annotated[str, LocalPath()] = "runs/study"
+    """The study folder (relative: to `base_dir`): trials/<n>/config.yaml and run directories, the Optuna database, trials.csv,
     best_config.yaml, summary.json and report.html."""
 
 
@@ -132,6 +145,9 @@ class StudyConfig(StrictModel):
     """Options of population-based training."""
     output: StudyOutput = Field(default_factory=StudyOutput)
     """Where the study folder is."""
+    base_dir: str | None = None
+    """The folder every relative path of the study and of its trials resolves against; none: the directory
+    `lmtune tune` was run from (filled in when the study is loaded, so no worker's working directory matters)."""
 
     @field_validator("algorithm")
     @classmethod

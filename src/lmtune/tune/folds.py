@@ -27,7 +27,7 @@ def prepare_folds(study: Study) -> list[list[str]]:
     from lmtune.tasks import build_task
 
     cv = study.cfg.cv
-    cfg = resolve_config(copy.deepcopy(study.base))
+    cfg = resolve_config(copy.deepcopy(study.base), base_dir=study.base_dir)
     seed = cfg.train.seed if cv.seed is None else cv.seed
     folder = study.folder / "folds"
     manifest_path = folder / "manifest.json"

@@ -8,7 +8,7 @@ machines against a PostgreSQL/MySQL URL.
 The trial budget is global: a trial counts when it is complete, failed (its error recorded), or running; a trial
 that starts when `budget.trials` earlier trials already count is pruned unrun, so two workers never overshoot.
 A trial whose process died (a local pid that is gone, or an Optuna heartbeat older than its grace period on other
-machines) is marked failed and enqueued again with the same parameters and the same folder: its run continues
+machines, `optuna.grace_seconds`) is marked failed and enqueued again with the same parameters and the same folder: its run continues
 from its last checkpoint.
 """
 
@@ -28,9 +28,6 @@ from lmtune.tune.trial import ObjectiveError, TrialRecord, run_trial, worker_id
 
 if TYPE_CHECKING:
     from lmtune.tune.study import Study
-
-HEARTBEAT_SECONDS, GRACE_SECONDS = 30, 120
-
 
 class TrialFailed(Exception):
     """Training failed; Optuna records the trial as FAIL and the search goes on."""
@@ -74,7 +71,8 @@ class OptunaSearch(SearchAlgorithm):
                 if url is not None:
                     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
                     storage = optuna.storages.RDBStorage(
-                        url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                        url, engine_kwargs=engine, heartbeat_interval=study.cfg.optuna.heartbeat_seconds,
+                        grace_period=study.cfg.optuna.grace_seconds,
                         heartbeat_stale_trial_callback=_retry,
                     )
                 return optuna.create_study(study_name=name, storage=storage, sampler=self.sampler(study),

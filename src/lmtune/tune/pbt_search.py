@@ -98,7 +98,7 @@ def _member(config: dict[str, Any], raw: dict[str, Any]) -> None:
         record = run_trial(study, out, params, interval, extra=extra, per_run=per_run)
         entry = {"trial_id": trial_id, "interval": interval, "params": params, "score": record.score,
                  "score_std": record.score_std, "runs": record.extra.get("runs"), "dir": record.dir,
-                 "exploited_from": exploited_from, "error": record.error}
+                 "exploited_from": exploited_from, "error": record.error, "seconds": record.seconds}
         _append(study.folder / SCHEDULE, entry)
         if record.state != "complete":
             raise RuntimeError(f"PBT member {trial_id} interval {interval} failed: {record.error}")
@@ -179,13 +179,20 @@ class PopulationBasedTraining(SearchAlgorithm):
                         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
                     ),
                 )
-            tuner.fit()
+            results = tuner.fit()
+            self._lost = [f"{type(e).__name__}: {e}" for e in results.errors]
         finally:
             if started:
                 ray.shutdown()
         for record in self.records(study):
             print(f"member {record.extra['trial_id']}: {study.cfg.objective.metric} {record.score} after "
                   f"{len(record.extra['schedule'])} intervals; final {record.params}")
+
+    def __init__(self) -> None:
+        self._lost: list[str] = []  # errors of members that died before their first report (from Ray's results)
+
+    def lost_errors(self) -> list[str]:
+        return list(self._lost)
 
     def records(self, study: Study) -> list[TrialRecord]:
         """One record per member: its last interval's score and hyper-parameters, its whole schedule in extra."""
@@ -198,9 +205,10 @@ class PopulationBasedTraining(SearchAlgorithm):
             finished = last["interval"] == study.cfg.pbt.intervals - 1 and last["score"] is not None
             state = "complete" if finished else ("failed" if last.get("error") else "running")
             config = Path(last["dir"]) / "config.yaml"
+            seconds = round(sum(entry.get("seconds") or 0 for entry in entries), 2)  # every interval it trained
             records.append(TrialRecord(
                 number, state, last["params"], score=last["score"], score_std=last.get("score_std"),
-                dir=str(Path("trials") / trial_id), error=last.get("error"),
+                seconds=seconds, dir=str(Path("trials") / trial_id), error=last.get("error"),
                 extra={"trial_id": trial_id, "schedule": entries, "config": str(config)},
             ))
         return records

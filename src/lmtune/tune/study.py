@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import time
@@ -13,7 +12,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from lmtune.config.loading import apply_overrides, explain, read_yaml, resolve_config
+from lmtune.config.loading import apply_overrides, explain, read_yaml, with_absolute_paths
+from lmtune.config.paths import absolute, resolve_paths
 from lmtune.errors import LmtuneError
 from lmtune.tune.algorithms import build_algorithm
 from lmtune.tune.config import StudyConfig
@@ -30,10 +30,13 @@ def load_study_config(path: str | Path | None, overrides: list[str] = ()) -> Stu
 
 
 def validate_study(raw: dict[str, Any]) -> StudyConfig:
+    """The checked study, its paths resolved once against `base_dir` (default: the working directory)."""
     try:
-        return StudyConfig.model_validate(raw)
+        cfg = StudyConfig.model_validate(raw)
     except ValidationError as err:
         raise LmtuneError(explain(err, raw, StudyConfig).replace("invalid config", "invalid study config")) from None
+    cfg.base_dir = str(Path(cfg.base_dir or Path.cwd()).absolute())
+    return resolve_paths(cfg, cfg.base_dir)
 
 
 class Study:
@@ -41,9 +44,8 @@ class Study:
 
     def __init__(self, cfg: StudyConfig, prepare: bool = True):
         self.cfg = cfg
-        self.folder = Path(cfg.output.dir).absolute()
-        resolve_config(copy.deepcopy(cfg.base))  # a bad base config fails before anything runs
-        self.base = self._trial_base(cfg)
+        self.folder = Path(absolute(cfg.output.dir, self.base_dir))
+        self.base = self._trial_base(cfg)  # a bad base config fails here, before anything runs
         self.params: list[Param] = parse_space(cfg.space, self.base)
         self.algorithm = build_algorithm(cfg.algorithm)
         self.algorithm.check(self)
@@ -56,13 +58,17 @@ class Study:
     @staticmethod
     def _trial_base(cfg: StudyConfig) -> dict[str, Any]:
         """The base config with the study's defaults: threads split between workers, no per-step progress bar."""
-        base = copy.deepcopy(cfg.base)
+        base = with_absolute_paths(cfg.base, cfg.base_dir or Path.cwd())
         train = base.setdefault("train", {})
         if train.get("num_threads") is None:
             cpus = cfg.pbt.cpus_per_trial if cfg.algorithm == "pbt" else (os.cpu_count() or 1) / cfg.workers
             train["num_threads"] = max(1, int(cpus))
         train.setdefault("progress", False)
         return base
+
+    @property
+    def base_dir(self) -> str:
+        return self.cfg.base_dir or str(Path.cwd())
 
     @property
     def keys(self) -> list[str]:
@@ -107,7 +113,21 @@ def run_study(cfg: StudyConfig, worker_only: bool = False) -> StudyResult:
     reference = run_reference(study) if cfg.reference and not worker_only else read_record(study.folder / "reference")
     study.algorithm.run(study, worker_only=worker_only)
     records = study.algorithm.records(study)
-    return write_summary(study, records, reference, time.perf_counter() - started)
+    result = write_summary(study, records, reference, time.perf_counter() - started)
+    _fail_if_nothing_completed(study, records)
+    return result
+
+
+def _fail_if_nothing_completed(study: Study, records: list[TrialRecord]) -> None:
+    """A study in which no trial completed is an error (exit non-zero), with the first trial's error."""
+    if any(r.state == "complete" for r in records):
+        return
+    errors = [r.error for r in records if r.error] + study.algorithm.lost_errors()
+    if not records and not errors:
+        return  # nothing was left to run (a budget already spent by other workers)
+    first = errors[0] if errors else "no error recorded"
+    raise LmtuneError(f"no trial of the study completed ({len(records)} trial(s) ran); the first error: {first}\n"
+                      f"every trial's error is in {study.folder / 'trials.csv'}")
 
 
 def run_reference(study: Study) -> TrialRecord:
@@ -124,7 +144,8 @@ def _write_study_file(study: Study) -> None:
     data = study.cfg.model_dump(mode="json")
     if path.is_file():
         before = yaml.safe_load(path.read_text())
-        free = ("budget", "workers", "storage", "reference")  # how long and where, not what is searched
+        # how long and where, not what is searched (workers on other machines run from other folders)
+        free = ("budget", "workers", "storage", "reference", "base_dir")
         same = {k: v for k, v in before.items() if k not in free}
         now = {k: v for k, v in data.items() if k not in free}
         if same != now:

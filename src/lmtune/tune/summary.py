@@ -8,6 +8,7 @@ import io
 import os
 import platform
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ def write_summary(study: Study, records: list[TrialRecord], reference: TrialReco
         "objective": study.cfg.objective.model_dump(),
         "cv_folds": study.cfg.cv.folds if study.cfg.cv else None,
         "trials": counts,
+        "failures": failures_by_error(records),
         "best": _brief(best),
         "best_config": str(best_config) if best_config else None,
         "reference": _brief(reference),
@@ -57,12 +59,24 @@ def write_summary(study: Study, records: list[TrialRecord], reference: TrialReco
     write_json(folder / "summary.json", summary)
     report = write_report(study, records, best, reference, folder / "report.html")
     print("\n" + terminal_table(study, records, best))
+    failures = failures_by_error(records)
+    if failures:
+        print(f"{sum(failures.values())} of {len(records)} trials failed:")
+        for error, count in failures.items():
+            print(f"  {count} x {error}")
     if reference is not None and reference.score is not None:
         print(f"reference (base config): {reference.score:.4f}")
     if best is not None:
         print(f"best: trial {best.number}, {study.cfg.objective.metric} {best.score:.4f}; config: {best_config}")
     print(f"report: {report}")
     return StudyResult(folder, records, best, reference, summary)
+
+
+def failures_by_error(records: list[TrialRecord]) -> dict[str, int]:
+    """Failed trials counted by their error's first line, the most frequent first."""
+    counts = Counter(((r.error or "").strip().splitlines() or ["no error recorded"])[0]
+                     for r in records if r.state == "failed")
+    return dict(counts.most_common())
 
 
 def _brief(record: TrialRecord | None) -> dict[str, Any] | None:

@@ -79,7 +79,8 @@ def placement(out: Path) -> list[str]:
 
 def write_trial_config(study: Study, trial_dir: Path, params: dict[str, Any], extra: list[str] = ()) -> RunConfig:
     """Resolve the trial's config and write it as `config.yaml`; a folder that holds another trial's config is refused."""
-    cfg = resolve_config(copy.deepcopy(study.base), [*to_overrides(params), *extra, *placement(trial_dir)])
+    cfg = resolve_config(copy.deepcopy(study.base), [*to_overrides(params), *extra, *placement(trial_dir)],
+                         base_dir=study.base_dir)
     dumped = cfg.model_dump(mode="json")
     path = trial_dir / "config.yaml"
     if path.is_file():
