@@ -28,6 +28,9 @@ test: install-dev
 	# The report's browser test drives Debian's chromium through playwright (never `playwright install`).
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium) \
 		|| echo "chromium not installed: the report browser test will be skipped"
+	# A real PostgreSQL server for the many-workers study test (Debian's package; the test starts its own server).
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || (apt-get update && apt-get install -y --no-install-recommends postgresql) \
+		|| echo "postgresql not installed: the PostgreSQL workers test will be skipped"
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: install

@@ -10,6 +10,8 @@ from pathlib import Path
 # Tests never touch the network: set before transformers/datasets/huggingface_hub are imported.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# Every Ray a test starts stays on loopback (Ray otherwise binds the machine's network address).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -19,6 +19,7 @@ import json
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,7 +99,8 @@ def _member(config: dict[str, Any], raw: dict[str, Any]) -> None:
         record = run_trial(study, out, params, interval, extra=extra, per_run=per_run)
         entry = {"trial_id": trial_id, "interval": interval, "params": params, "score": record.score,
                  "score_std": record.score_std, "runs": record.extra.get("runs"), "dir": record.dir,
-                 "exploited_from": exploited_from, "error": record.error, "seconds": record.seconds}
+                 "exploited_from": exploited_from, "error": record.error, "seconds": record.seconds,
+                 "time": time.time()}
         _append(study.folder / SCHEDULE, entry)
         if record.state != "complete":
             raise RuntimeError(f"PBT member {trial_id} interval {interval} failed: {record.error}")
@@ -152,8 +154,14 @@ class PopulationBasedTraining(SearchAlgorithm):
                 ray.init(address=options.address, include_dashboard=False, log_to_driver=False)
             else:
                 cpus = max(os.cpu_count() or 1, int(cfg.workers * options.cpus_per_trial))
-                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, _temp_dir=options.ray_temp_dir)
+                # A Ray of our own serves this process only: on loopback, not on the machine's network address.
+                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, _temp_dir=options.ray_temp_dir,
+                         _node_ip_address="127.0.0.1")
             started = True
+        # Ray snapshots the experiment (each member's latest checkpoint) every 10 s or more by default; a study
+        # killed between two snapshots would train the intervals since the last one again after Tuner.restore.
+        # An interval is a whole training run, so a snapshot per second costs nothing.
+        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
         try:
             random.seed(cfg.seed)
             domains = {p.key: _domain(p) for p in study.params}
