@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from browser import open_page
+from browser import browser_ready, open_page
 from conftest import tiny_raw_config
 from safetensors.torch import load_file
 
@@ -85,10 +85,11 @@ def test_tpe_study_writes_summary_trials_rerun_alone_and_resume_skips_them(tmp_p
     assert len(rows) == 4 and rows[0].startswith("number,state,score")
     best = yaml.safe_load((folder / "best_config.yaml").read_text())
     assert best["method"]["rank"] == summary["best"]["params"]["method.rank"]
-    with open_page(folder / "report.html") as (page, problems, _):
-        assert page.locator("figure#chart-objective svg").bounding_box()["width"] > 100
-        assert page.locator("#trials-table tbody tr").count() == 3
-    assert not problems, problems
+    if browser_ready():  # the re-run and resume checks below run either way
+        with open_page(folder / "report.html") as (page, problems, _):
+            assert page.locator("figure#chart-objective svg").bounding_box()["width"] > 100
+            assert page.locator("#trials-table tbody tr").count() == 3
+        assert not problems, problems
     # any trial re-runs alone with `lmtune train` and gives the same result
     trial = folder / summary["best"]["dir"]
     assert main(["train", str(trial / "config.yaml"), "output.name=rerun"]) == 0
