@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import yaml
 
+from lmtune.errors import LmtuneError
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_path)`, then rename the temp file onto `path`, so a reader never sees half a file."""
@@ -76,3 +78,35 @@ def sha256_files(paths: list[Path]) -> str:
 
 def dir_bytes(paths: list[Path]) -> int:
     return sum(p.stat().st_size for p in paths if p.is_file())
+
+
+def remove_made_folder(folder: Path, markers: tuple[str, ...], what: str) -> None:
+    """Remove `folder`, but only when it holds one of the files lmtune writes into such a folder: nothing is
+    deleted that lmtune did not make (`output.overwrite=true` with a typo in the output path stays harmless)."""
+    check_made_folder(folder, markers, what)
+    shutil.rmtree(folder)
+
+
+def check_made_folder(folder: Path, markers: tuple[str, ...], what: str) -> None:
+    """Refuse, naming the fix, a folder that holds none of `markers` (so lmtune did not make it)."""
+    if not any((folder / marker).exists() for marker in markers):
+        raise LmtuneError(
+            f"{folder} is not {what} (it holds none of {', '.join(markers)}): output.overwrite only replaces folders "
+            "lmtune made. Choose another output folder or name, or move this one away yourself."
+        )
+
+
+def make_writable_dir(folder: Path, setting: str) -> Path:
+    """Create `folder` (and its parents) and check that files can be written in it, with an error that names the
+    setting to change instead of a traceback (a file where a folder belongs, a read-only mount)."""
+    for parent in (folder, *folder.parents):
+        if parent.exists() and not parent.is_dir():
+            raise LmtuneError(f"{parent} is a file, not a folder; set {setting} to a folder (it is created if missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise LmtuneError(f"cannot write in {folder} ({err.strerror or err}); set {setting} to a writable folder") from None
+    return folder

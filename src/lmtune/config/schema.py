@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
@@ -156,7 +157,16 @@ class OutputConfig(StrictModel):
     name: str | None = None
     """Run directory name inside `dir`; defaults to the strategy name."""
     overwrite: bool = False
-    """Replace an existing finished run of the same name."""
+    """Replace an existing finished run of the same name (only a folder lmtune made: one with its provenance.json)."""
+
+    @field_validator("name")
+    @classmethod
+    def _inside_dir(cls, value: str | None) -> str | None:
+        if value is not None and (value.strip() in ("", ".") or PurePath(value).is_absolute()
+                                  or ".." in PurePath(value).parts):
+            raise ValueError("output.name names the run's folder inside output.dir: not empty, '.', '..' or an "
+                             "absolute path (set output.dir to put runs somewhere else)")
+        return value
 
 
 class RunConfig(StrictModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 from pathlib import Path
 
@@ -29,6 +30,7 @@ def read_file(path_text: str, declared_format: str = "auto") -> datasets.Dataset
     if path.stat().st_size == 0:
         raise LmtuneError(f"data file {path} is empty; it needs a header (csv/tsv) or one JSON object per row")
     fmt = file_format(path, declared_format)
+    check_utf8_text(path)
     datasets.disable_progress_bars()
     try:
         if fmt in ("jsonl", "json"):
@@ -47,6 +49,34 @@ def read_file(path_text: str, declared_format: str = "auto") -> datasets.Dataset
     finally:
         datasets.enable_progress_bars()
     return table
+
+
+def check_utf8_text(path: Path, chunk_bytes: int = 1 << 20) -> None:
+    """Refuse a binary or non-UTF-8 file with where and how to fix it (datasets says only "An error occurred while
+    generating the dataset"). Streams the file: memory stays flat whatever its size."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    lines, offset = 1, 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            if b"\0" in chunk:
+                at = offset + chunk.index(b"\0")
+                raise LmtuneError(f"data file {path} looks binary (a NUL byte at byte {at}), not jsonl/json/csv/tsv "
+                                  "text; give the data as a UTF-8 text file")
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as err:
+                line = lines + chunk[: err.start].count(b"\n")
+                raise LmtuneError(
+                    f"data file {path} is not UTF-8: byte 0x{chunk[err.start]:02x} on line {line} is not valid UTF-8 "
+                    f"(latin-1 or another encoding?); re-encode it, e.g. `iconv -f latin1 -t utf-8 {path} > "
+                    f"{path.stem}.utf8{path.suffix}`") from None
+            lines += chunk.count(b"\n")
+            offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise LmtuneError(f"data file {path} is not UTF-8: it ends in the middle of a character (truncated?); "
+                          "re-encode or re-export it as UTF-8") from None
 
 
 def read_split(cfg: DataConfig, which: str) -> datasets.Dataset | None:

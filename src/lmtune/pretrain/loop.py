@@ -19,6 +19,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from lmtune.errors import LmtuneError
+from lmtune.io import make_writable_dir, remove_made_folder
 from lmtune.pretrain.config import LoopConfig, OptimConfig, OutputConfig
 
 CHECKPOINTS = "checkpoints"
@@ -30,16 +31,18 @@ def prepare_output(output: OutputConfig, resume: bool) -> Path:
     """The output folder, with the same rules as `lmtune train`: finished → overwrite or refuse; unfinished →
     resume or refuse."""
     out = Path(output.dir)
+    if out.exists() and not out.is_dir():
+        raise LmtuneError(f"{out} is a file, not a folder; set output.dir to a folder (it is created if missing)")
     if out.exists() and any(out.iterdir()):
         if output.overwrite and not resume:
-            shutil.rmtree(out)
+            markers = (METRICS_FILE, LOG_FILE, CHECKPOINTS, "pretrain.yaml", "pretrain_continue.yaml")
+            remove_made_folder(out, markers, "an lmtune pretrain output")
         elif (out / METRICS_FILE).is_file():
             raise LmtuneError(f"{out} holds a finished run; set output.overwrite=true or output.dir=<new folder>")
         elif not resume:
             raise LmtuneError(f"{out} holds an unfinished run; set train.resume=true to continue it, "
                               "output.overwrite=true to start over, or output.dir=<new folder>")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return make_writable_dir(out, "output.dir")
 
 
 def build_optimizer(model, cfg: OptimConfig) -> torch.optim.Optimizer:

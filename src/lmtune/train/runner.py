@@ -13,7 +13,6 @@ from typing import Any
 import torch
 import yaml
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from lmtune.config.schema import RunConfig
 from lmtune.errors import LmtuneError
@@ -124,7 +123,7 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
     cfg = cfg.model_copy(deep=True)
     task = build_task(cfg)
     task.resolve_defaults()  # before the resume check: the saved config holds the resolved values
-    run_dir = rundir.prepare_run_dir(cfg)
+    run_dir = rundir.check_run_dir(cfg)
     configure_threads(cfg.train.num_threads)
     set_seed(cfg.train.seed)
     strategy = build_strategy(cfg.method)
@@ -133,6 +132,7 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
     backbone = load_backbone(cfg.model, task.backbone_class, cfg.train.seed)
     model = _build_model(task, strategy, backbone, init_source)
     _resolve_learning_rates(cfg, strategy)
+    rundir.claim_run_dir(cfg, run_dir)  # only now may output.overwrite remove the old run
     write_yaml(run_dir / rundir.CONFIG_FILE, cfg.model_dump(mode="json"))
     write_json(run_dir / rundir.PROVENANCE_FILE, rundir.provenance(cfg, backbone))
     counts = model.parameter_counts()
@@ -184,11 +184,12 @@ def _trainer(cfg: RunConfig, run_dir: Path, task, model, splits, callbacks) -> L
 def _resume_checkpoint(cfg: RunConfig, run_dir: Path) -> str | None:
     if not cfg.train.resume:
         return None
-    folder = run_dir / rundir.CHECKPOINTS
-    checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    checkpoint = rundir.last_complete_checkpoint(run_dir / rundir.CHECKPOINTS)
     if checkpoint is None:
-        print(f"train.resume: no checkpoint in {run_dir} yet; starting from the beginning")
-    return checkpoint
+        print(f"train.resume: no complete checkpoint in {run_dir} yet; starting from the beginning")
+    else:
+        print(f"train.resume: continuing from {checkpoint}")
+    return str(checkpoint) if checkpoint else None
 
 
 def serving_bytes(strategy, task, model) -> int:

@@ -1,0 +1,143 @@
+"""`lmtune train` as a careless user runs it loses nothing: output.overwrite removes only a run lmtune made, and only
+after config, data and model have been checked; a run killed while a checkpoint is written resumes to the same
+weights; bad output folders and non-UTF-8 data get errors that name the fix."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, tiny_raw_config
+from safetensors.torch import load_file
+
+from lmtune.cli import main
+from lmtune.train.rundir import CHECKPOINT_COMPLETE
+
+
+@pytest.fixture
+def quick(tmp_path, tiny_models, toy_data):
+    """A two-step LoRA run config written to run.yaml; returns (path, raw)."""
+    raw = tiny_raw_config(tiny_models["bert"], toy_data, tmp_path / "runs", {"name": "lora", "rank": 2},
+                          max_steps=2, eval_every="no")
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path, raw
+
+
+def test_overwrite_with_a_typo_in_the_data_keeps_the_finished_run(quick, tmp_path, capsys):
+    path, _ = quick
+    assert main(["train", str(path)]) == 0
+    run = tmp_path / "runs" / "lora"
+    before = sorted(p.name for p in run.iterdir())
+    assert main(["train", str(path), "output.overwrite=true", f"data.train={tmp_path / 'tarin.jsonl'}"]) == 2
+    assert "tarin.jsonl does not exist" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == before and (run / "metrics.json").is_file()
+    assert main(["train", str(path), "output.overwrite=true"]) == 0  # a good config does replace it
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "/tmp/elsewhere", "a/../../b"])
+def test_output_names_that_leave_the_output_folder_are_refused(quick, tmp_path, capsys, name):
+    path, _ = quick
+    (tmp_path / "mine.txt").write_text("the user's own file")
+    assert main(["train", str(path), f"output.name='{name}'", "output.overwrite=true"]) == 2
+    assert "output.name names the run's folder inside output.dir" in capsys.readouterr().err
+    assert (tmp_path / "mine.txt").read_text() == "the user's own file"
+
+
+def test_overwrite_never_removes_a_folder_lmtune_did_not_make(quick, tmp_path, capsys):
+    path, _ = quick
+    theirs = tmp_path / "runs" / "lora"
+    theirs.mkdir(parents=True)
+    (theirs / "thesis.tex").write_text("years of work")
+    assert main(["train", str(path), "output.overwrite=true"]) == 2
+    assert "is not an lmtune run (it holds none of provenance.json)" in capsys.readouterr().err
+    assert (theirs / "thesis.tex").read_text() == "years of work"
+    # a link inside output.dir that leads out of it is refused too
+    (tmp_path / "runs" / "out").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    assert main(["train", str(path), "output.name=out"]) == 2
+    assert "leads outside output.dir" in capsys.readouterr().err
+
+
+def test_output_dir_that_is_a_file_or_read_only(quick, tmp_path, capsys):
+    path, _ = quick
+    (tmp_path / "afile").write_text("x")
+    assert main(["train", str(path), f"output.dir={tmp_path / 'afile'}"]) == 2
+    assert "is a file, not a folder; set output.dir to a folder" in capsys.readouterr().err
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(readonly)], capture_output=True).returncode == 0
+    if not mounted:
+        readonly.chmod(0o555)
+        if os.access(readonly, os.W_OK):
+            pytest.skip("cannot make a read-only folder here (root without mount)")
+    try:
+        assert main(["train", str(path), f"output.dir={readonly}"]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot write in {readonly / 'lora'}" in err and "set output.dir to a writable folder" in err
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(readonly)], check=True)
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"text": "fine", "label": "pos"}\n{"text": "caf\xe9 cr\xe8me", "label": "neg"}\n'.encode("latin-1"),
+     r"is not UTF-8: byte 0xe9 on line 2 .*iconv -f latin1 -t utf-8"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", r"looks binary \(a NUL byte at byte 8\)"),
+])
+def test_binary_or_latin1_data_says_which_file_and_how_to_fix_it(quick, tmp_path, capsys, content, message):
+    path, _ = quick
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(content)
+    assert main(["train", str(path), f"data.train={bad}"]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err
+    assert re.search(message, err), err
+
+
+def _train_process(config: Path, *overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.Popen([sys.executable, "-m", "lmtune", "train", str(config), *overrides], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_killed_while_checkpointing_resumes_to_the_same_weights(tmp_path, tiny_models, toy_data):
+    raw = tiny_raw_config(tiny_models["bert"], toy_data, tmp_path / "runs", {"name": "lora", "rank": 2},
+                          max_steps=16, eval_every="steps", eval_steps=4, lr_scheduler="linear")
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    reference = _train_process(config, "output.name=reference")
+    output, _ = reference.communicate(timeout=300)
+    assert reference.returncode == 0, output
+    checkpoints = tmp_path / "runs" / "killed" / "checkpoints"
+    kills_mid_write, attempts = 0, 0
+    while not (tmp_path / "runs" / "killed" / "metrics.json").is_file():
+        attempts += 1
+        assert attempts <= 8, "the run never finished"
+        seen = {p.name for p in checkpoints.glob("checkpoint-*")} if checkpoints.is_dir() else set()
+        process = _train_process(config, "output.name=killed", "train.resume=true")
+        # SIGKILL the moment a new checkpoint folder appears: Trainer is then writing its files.
+        while process.poll() is None:
+            new = [p for p in checkpoints.glob("checkpoint-*") if p.name not in seen] if checkpoints.is_dir() else []
+            if new:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                kills_mid_write += not (new[0] / CHECKPOINT_COMPLETE).is_file()
+                break
+            time.sleep(0.001)
+        output = process.stdout.read()
+        process.stdout.close()
+        assert process.returncode in (0, -signal.SIGKILL), output
+    assert kills_mid_write >= 2, f"only {kills_mid_write} kill(s) landed inside a checkpoint write"
+    done = lambda name: load_file(str(tmp_path / "runs" / name / "adapter_model.safetensors"))
+    expected, resumed = done("reference"), done("killed")
+    assert expected.keys() == resumed.keys()
+    for key in expected:  # resume replays data order and RNG: the same weights, bit for bit on the CPU
+        assert (expected[key] == resumed[key]).all(), key
