@@ -18,7 +18,7 @@ from conftest import ROOT, tiny_raw_config
 from safetensors.torch import load_file
 
 from lmtune.cli import main
-from lmtune.train.rundir import CHECKPOINT_COMPLETE
+from lmtune.train.checkpoints import incomplete_reason, newest_complete
 
 
 @pytest.fixture
@@ -129,15 +129,40 @@ def test_killed_while_checkpointing_resumes_to_the_same_weights(tmp_path, tiny_m
             if new:
                 process.send_signal(signal.SIGKILL)
                 process.wait()
-                kills_mid_write += not (new[0] / CHECKPOINT_COMPLETE).is_file()
+                kills_mid_write += incomplete_reason(new[0]) is not None
                 break
             time.sleep(0.001)
         output = process.stdout.read()
         process.stdout.close()
         assert process.returncode in (0, -signal.SIGKILL), output
     assert kills_mid_write >= 2, f"only {kills_mid_write} kill(s) landed inside a checkpoint write"
-    done = lambda name: load_file(str(tmp_path / "runs" / name / "adapter_model.safetensors"))
-    expected, resumed = done("reference"), done("killed")
-    assert expected.keys() == resumed.keys()
-    for key in expected:  # resume replays data order and RNG: the same weights, bit for bit on the CPU
-        assert (expected[key] == resumed[key]).all(), key
+    for weights in ("adapter_model.safetensors", "head.safetensors"):
+        expected, resumed = (load_file(str(tmp_path / "runs" / name / weights)) for name in ("reference", "killed"))
+        assert expected.keys() == resumed.keys()
+        for key in expected:  # resume replays data order, optimizer and RNG: the same weights, bit for bit on the CPU
+            assert (expected[key] == resumed[key]).all(), (weights, key)
+
+
+def _checkpoint(folder: Path, step: int, *, skip: tuple[str, ...] = (), state: str = '{"global_step": 1}') -> Path:
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        if name not in skip:
+            (path / name).write_bytes(b"x")
+    if "trainer_state.json" not in skip:
+        (path / "trainer_state.json").write_text(state)
+    return path
+
+
+def test_resume_takes_the_newest_checkpoint_whose_files_are_all_there(tmp_path, capsys):
+    folder = tmp_path / "checkpoints"
+    _checkpoint(folder, 2, skip=("optimizer.pt",))  # half-deleted by Trainer's rotation when the kill came
+    complete = _checkpoint(folder, 4)  # written whole; the kill hit the rotation after it
+    _checkpoint(folder, 6, state='{"global_st')  # killed while trainer_state.json was written
+    _checkpoint(folder, 8, skip=("rng_state.pth", "trainer_state.json"))  # killed mid-write
+    assert newest_complete(folder) == complete
+    out = capsys.readouterr().out
+    assert "checkpoint-8 was cut short when the run stopped (no trainer_state.json, rng_state.pth)" in out
+    assert "checkpoint-6 was cut short when the run stopped (trainer_state.json is cut short)" in out
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    assert newest_complete(tmp_path / "none") is None

@@ -84,7 +84,12 @@ def remove_made_folder(folder: Path, markers: tuple[str, ...], what: str) -> Non
     """Remove `folder`, but only when it holds one of the files lmtune writes into such a folder: nothing is
     deleted that lmtune did not make (`output.overwrite=true` with a typo in the output path stays harmless)."""
     check_made_folder(folder, markers, what)
-    shutil.rmtree(folder)
+    # Renamed away first: a kill during rmtree then leaves a hidden leftover, never a half-deleted folder that
+    # has lost its marker (and so can no longer be replaced) or looks like an unfinished run.
+    trash = folder.with_name(f".{folder.name}.removing-{os.getpid()}")
+    os.replace(folder, trash)
+    for leftover in [trash, *folder.parent.glob(f".{folder.name}.removing-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def check_made_folder(folder: Path, markers: tuple[str, ...], what: str) -> None:
@@ -96,17 +101,32 @@ def check_made_folder(folder: Path, markers: tuple[str, ...], what: str) -> None
         )
 
 
+def check_writable_location(folder: Path, setting: str) -> None:
+    """Refuse, changing nothing, a `folder` that cannot be made and written: a file where a folder belongs, or
+    a read-only or foreign folder as its nearest existing parent. Said before long work, not as a traceback."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise LmtuneError(f"{existing} is a file, not a folder; set {setting} to a folder (it is created if missing)")
+    _probe_write(existing, folder, setting)
+
+
 def make_writable_dir(folder: Path, setting: str) -> Path:
     """Create `folder` (and its parents) and check that files can be written in it, with an error that names the
     setting to change instead of a traceback (a file where a folder belongs, a read-only mount)."""
-    for parent in (folder, *folder.parents):
-        if parent.exists() and not parent.is_dir():
-            raise LmtuneError(f"{parent} is a file, not a folder; set {setting} to a folder (it is created if missing)")
+    check_writable_location(folder, setting)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+    except OSError as err:
+        raise LmtuneError(f"cannot write in {folder} ({err.strerror or err}); set {setting} to a writable folder") from None
+    _probe_write(folder, folder, setting)
+    return folder
+
+
+def _probe_write(where: Path, folder: Path, setting: str) -> None:
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=where)
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise LmtuneError(f"cannot write in {folder} ({err.strerror or err}); set {setting} to a writable folder") from None
-    return folder
+        at = "" if where == folder else f" at {where}"
+        raise LmtuneError(f"cannot write in {folder} ({err.strerror or err}{at}); set {setting} to a writable folder") from None

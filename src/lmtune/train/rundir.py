@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import lmtune
 from lmtune.config.loading import resolve_config
 from lmtune.config.schema import RunConfig
 from lmtune.errors import LmtuneError
-from lmtune.io import check_made_folder, make_writable_dir, remove_made_folder, sha256_files
+from lmtune.io import check_made_folder, check_writable_location, make_writable_dir, remove_made_folder, sha256_files
 
 CONFIG_FILE = "config.yaml"
 PROVENANCE_FILE = "provenance.json"
@@ -22,7 +21,6 @@ METRICS_FILE = "metrics.json"
 LOG_FILE = "train_log.jsonl"
 CHECKPOINTS = "checkpoints"
 MADE_BY_LMTUNE = (PROVENANCE_FILE,)  # a folder holding it is a run lmtune made, which output.overwrite may replace
-CHECKPOINT_COMPLETE = "lmtune-checkpoint-complete"  # written into a checkpoint folder once everything is in it
 # Settings that may differ when a killed run is resumed: they say how to run, not what is trained.
 RESUME_FREE_KEYS = {("train", "resume"), ("train", "progress"), ("train", "num_threads"), ("output", "overwrite")}
 
@@ -44,6 +42,7 @@ def check_run_dir(cfg: RunConfig) -> Path:
             raise LmtuneError(f"{path} is a file, not a folder; set {setting} to a folder (it is created if missing)")
     if root.resolve() not in run_dir.resolve().parents:  # a link inside output.dir that points out of it
         raise LmtuneError(f"{run_dir} leads outside output.dir {root}; choose another output.name")
+    check_writable_location(run_dir, "output.dir")  # a read-only output fails before the model loads, not after
     if run_dir.exists() and any(run_dir.iterdir()):
         if cfg.output.overwrite and not cfg.train.resume:
             check_made_folder(run_dir, MADE_BY_LMTUNE, "an lmtune run")  # fail now, remove later
@@ -66,21 +65,6 @@ def claim_run_dir(cfg: RunConfig, run_dir: Path) -> Path:
     if cfg.output.overwrite and not cfg.train.resume and run_dir.is_dir() and any(run_dir.iterdir()):
         remove_made_folder(run_dir, MADE_BY_LMTUNE, "an lmtune run")
     return make_writable_dir(run_dir, "output.dir")
-
-
-def last_complete_checkpoint(folder: Path) -> Path | None:
-    """The newest checkpoint Trainer finished writing (it holds CHECKPOINT_COMPLETE). Newer, incomplete ones (a
-    kill while saving) are reported and removed: they are lmtune's own, and Trainer's rotation, which goes by
-    modification time, would otherwise keep them and delete a complete one."""
-    if not folder.is_dir():
-        return None
-    steps = {int(p.name.rpartition("-")[2]): p for p in folder.glob("checkpoint-*") if p.name.rpartition("-")[2].isdigit()}
-    for step in sorted(steps, reverse=True):
-        if (steps[step] / CHECKPOINT_COMPLETE).is_file():
-            return steps[step]
-        print(f"train.resume: {steps[step]} was not completely written (killed while saving); removing it")
-        shutil.rmtree(steps[step])
-    return None
 
 
 def load_run_config(run_dir: Path) -> RunConfig:

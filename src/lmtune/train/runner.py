@@ -23,6 +23,7 @@ from lmtune.methods import build_strategy
 from lmtune.models.loading import load_backbone
 from lmtune.tasks import build_task
 from lmtune.train import rundir
+from lmtune.train.checkpoints import newest_complete
 from lmtune.train.memory import PeakMemory
 from lmtune.train.trainer import LmtuneTrainer
 
@@ -133,8 +134,10 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
     model = _build_model(task, strategy, backbone, init_source)
     _resolve_learning_rates(cfg, strategy)
     rundir.claim_run_dir(cfg, run_dir)  # only now may output.overwrite remove the old run
-    write_yaml(run_dir / rundir.CONFIG_FILE, cfg.model_dump(mode="json"))
+    # Provenance first: it is what marks the folder as lmtune's, so a kill before config.yaml lands still leaves a
+    # folder that output.overwrite may replace.
     write_json(run_dir / rundir.PROVENANCE_FILE, rundir.provenance(cfg, backbone))
+    write_yaml(run_dir / rundir.CONFIG_FILE, cfg.model_dump(mode="json"))
     counts = model.parameter_counts()
     print(yaml.safe_dump({"resolved config": cfg.model_dump(mode="json")}, sort_keys=False))
     print(f"{strategy.name}: {strategy.describe()}; trainable {counts['trainable_params']:,} of {counts['total_params']:,} parameters")
@@ -184,7 +187,7 @@ def _trainer(cfg: RunConfig, run_dir: Path, task, model, splits, callbacks) -> L
 def _resume_checkpoint(cfg: RunConfig, run_dir: Path) -> str | None:
     if not cfg.train.resume:
         return None
-    checkpoint = rundir.last_complete_checkpoint(run_dir / rundir.CHECKPOINTS)
+    checkpoint = newest_complete(run_dir / rundir.CHECKPOINTS)
     if checkpoint is None:
         print(f"train.resume: no complete checkpoint in {run_dir} yet; starting from the beginning")
     else:

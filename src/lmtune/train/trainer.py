@@ -1,31 +1,22 @@
-"""transformers.Trainer, subclassed only where lmtune must: checkpoints hold the trainable weights alone and say
-when they are whole."""
+"""transformers.Trainer, subclassed only where lmtune must: checkpoints hold the trainable weights alone."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from safetensors.torch import save_file
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import SAFE_WEIGHTS_NAME
-
-from lmtune.io import write_text
-from lmtune.train.rundir import CHECKPOINT_COMPLETE
 
 
 class LmtuneTrainer(Trainer):
-    """Three changes to transformers' Trainer, nothing else:
+    """Two changes to transformers' Trainer, nothing else:
 
     - Checkpoints keep only what trains. The task model is a plain nn.Module (body + head) and Trainer would save
       its whole state dict; the frozen base is reproducible from the base model (KB for adapters, not 540 MB).
       Trainer's resume and best-model paths load with strict=False, so they work as is.
     - The task head gets its own learning rate. It starts from random weights while the body is pretrained; at a
       full-fine-tuning rate (5e-5) it would barely move in a few hundred steps.
-    - A checkpoint is marked complete once every file is in it. Trainer writes weights, optimizer, scheduler, RNG
-      and trainer state one by one into `checkpoint-N`; a kill in between leaves a folder that looks like the
-      newest checkpoint and cannot be resumed. Resume takes the newest marked one (train/runner.py).
     """
 
     def __init__(self, *args, head_learning_rate: float | None = None, **kwargs):
@@ -47,12 +38,6 @@ class LmtuneTrainer(Trainer):
         for group in head_groups:
             optimizer.add_param_group(group)
         return optimizer
-
-    def _save_checkpoint(self, model, trial) -> None:
-        super()._save_checkpoint(model, trial)
-        if self.args.should_save:
-            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            write_text(folder / CHECKPOINT_COMPLETE, f"{self.state.global_step}\n")  # atomic: a rename, last
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         output_dir = output_dir or self.args.output_dir
