@@ -4,6 +4,7 @@ weights; bad output folders and non-UTF-8 data get errors that name the fix."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -102,40 +103,77 @@ def test_binary_or_latin1_data_says_which_file_and_how_to_fix_it(quick, tmp_path
     assert re.search(message, err), err
 
 
-def _train_process(config: Path, *overrides: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+# Imported at start-up through PYTHONPATH by the processes a test slows down: Trainer pauses inside every
+# checkpoint write (weights, optimizer and scheduler written; RNG and trainer state not yet), so the kill that
+# follows the checkpoint folder's appearance lands mid-write however busy the machine is.
+SLOW_CHECKPOINTS = """
+import time
+from transformers import Trainer
+_save_rng_state = Trainer._save_rng_state
+Trainer._save_rng_state = lambda self, output_dir: (time.sleep(0.3), _save_rng_state(self, output_dir))[1]
+"""
+# One kill per start: twice slowed mid-write (checkpoints 4 and 8: the state issue 14 found, trainer_state.json
+# missing), once as the folder appears at natural speed (12), once
+# just after the last checkpoint (16), while the final evaluation and artifacts are written; the next start
+# finishes from checkpoint 16.
+KILLS = ["slowed write", "slowed write", "write", "after last"]
+MAX_STEPS = 16
+
+
+def _train_process(config: Path, log: Path, *overrides: str, hook: Path | None = None) -> subprocess.Popen:
+    paths = [str(hook)] if hook else []
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([*paths, str(ROOT / "src")])}
+    # Output to a file, not a pipe: nothing reads a pipe while the test polls, and a full one would stall training.
     return subprocess.Popen([sys.executable, "-m", "lmtune", "train", str(config), *overrides], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def _kill_at(process: subprocess.Popen, checkpoints: Path, seen: set[str], kind: str) -> bool | None:
+    """SIGKILL `process` when a checkpoint folder not in `seen` appears (kind "slowed write": once its optimizer
+    state is in; "after last": once the last one is complete). Whether the kill left that folder incomplete; None when the run finished first."""
+    while process.poll() is None:
+        new = [p for p in checkpoints.glob("checkpoint-*") if p.name not in seen] if checkpoints.is_dir() else []
+        if kind == "after last":
+            new = [p for p in new if p.name == f"checkpoint-{MAX_STEPS}" and incomplete_reason(p) is None]
+        elif kind == "slowed write":  # inside the pause: weights, optimizer and scheduler in, no trainer state
+            new = [p for p in new if (p / "optimizer.pt").is_file()]
+        if new:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return incomplete_reason(new[0]) is not None
+        time.sleep(0.001)
+    return None
 
 
 def test_killed_while_checkpointing_resumes_to_the_same_weights(tmp_path, tiny_models, toy_data):
     raw = tiny_raw_config(tiny_models["bert"], toy_data, tmp_path / "runs", {"name": "lora", "rank": 2},
-                          max_steps=16, eval_every="steps", eval_steps=4, lr_scheduler="linear")
+                          max_steps=MAX_STEPS, eval_every="steps", eval_steps=4, lr_scheduler="constant")
+    # constant: a step past the end would change the weights (a linear schedule is at 0 there and would hide it)
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(raw))
-    reference = _train_process(config, "output.name=reference")
-    output, _ = reference.communicate(timeout=300)
-    assert reference.returncode == 0, output
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_CHECKPOINTS)
+    reference = _train_process(config, tmp_path / "reference.log", "output.name=reference")
+    assert reference.wait(timeout=300) == 0, (tmp_path / "reference.log").read_text()
     checkpoints = tmp_path / "runs" / "killed" / "checkpoints"
-    kills_mid_write, attempts = 0, 0
-    while not (tmp_path / "runs" / "killed" / "metrics.json").is_file():
-        attempts += 1
-        assert attempts <= 8, "the run never finished"
+    kills_mid_write, logs = 0, []
+    for attempt, kind in enumerate([*KILLS, "none"]):
+        if (tmp_path / "runs" / "killed" / "metrics.json").is_file():
+            break
         seen = {p.name for p in checkpoints.glob("checkpoint-*")} if checkpoints.is_dir() else set()
-        process = _train_process(config, "output.name=killed", "train.resume=true")
-        # SIGKILL the moment a new checkpoint folder appears: Trainer is then writing its files.
-        while process.poll() is None:
-            new = [p for p in checkpoints.glob("checkpoint-*") if p.name not in seen] if checkpoints.is_dir() else []
-            if new:
-                process.send_signal(signal.SIGKILL)
-                process.wait()
-                kills_mid_write += incomplete_reason(new[0]) is not None
-                break
-            time.sleep(0.001)
-        output = process.stdout.read()
-        process.stdout.close()
-        assert process.returncode in (0, -signal.SIGKILL), output
+        logs.append(tmp_path / f"killed-{attempt}.log")
+        process = _train_process(config, logs[-1], "output.name=killed", "train.resume=true",
+                                 hook=hook if kind.startswith("slowed") else None)
+        if kind == "none":
+            process.wait(timeout=300)
+        mid_write = _kill_at(process, checkpoints, seen, kind)  # None: it finished
+        kills_mid_write += bool(mid_write)
+        assert process.returncode == (0 if mid_write is None else -signal.SIGKILL), logs[-1].read_text()
+    assert (tmp_path / "runs" / "killed" / "metrics.json").is_file()
     assert kills_mid_write >= 2, f"only {kills_mid_write} kill(s) landed inside a checkpoint write"
+    assert f"continuing from {checkpoints / f'checkpoint-{MAX_STEPS}'}" in logs[-1].read_text()
+    assert json.loads((tmp_path / "runs" / "killed" / "metrics.json").read_text())["global_step"] == MAX_STEPS
     for weights in ("adapter_model.safetensors", "head.safetensors"):
         expected, resumed = (load_file(str(tmp_path / "runs" / name / weights)) for name in ("reference", "killed"))
         assert expected.keys() == resumed.keys()

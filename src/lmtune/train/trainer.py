@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from safetensors.torch import save_file
-from transformers import Trainer
+from transformers import Trainer, TrainerState
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import TrainOutput
 from transformers.utils import SAFE_WEIGHTS_NAME
 
 
 class LmtuneTrainer(Trainer):
-    """Two changes to transformers' Trainer, nothing else:
+    """Three changes to transformers' Trainer, nothing else:
 
     - Checkpoints keep only what trains. The task model is a plain nn.Module (body + head) and Trainer would save
       its whole state dict; the frozen base is reproducible from the base model (KB for adapters, not 540 MB).
       Trainer's resume and best-model paths load with strict=False, so they work as is.
     - The task head gets its own learning rate. It starts from random weights while the body is pretrained; at a
       full-fine-tuning rate (5e-5) it would barely move in a few hundred steps.
+    - Resuming from the checkpoint written at the last step trains nothing. Trainer (5.24) takes one step more
+      when max_steps ends mid-epoch (its epoch loop steps before it checks max_steps), so a run killed during
+      its final evaluation or save would end one optimizer step past the uninterrupted run.
     """
 
     def __init__(self, *args, head_learning_rate: float | None = None, **kwargs):
@@ -38,6 +44,22 @@ class LmtuneTrainer(Trainer):
         for group in head_groups:
             optimizer.add_param_group(group)
         return optimizer
+
+    def train(self, resume_from_checkpoint: str | None = None, **kwargs):
+        state_file = Path(resume_from_checkpoint or "") / TRAINER_STATE_NAME
+        if resume_from_checkpoint and state_file.is_file():
+            state = TrainerState.load_from_json(str(state_file))
+            if 0 < state.max_steps <= state.global_step:
+                return self._restore_finished(resume_from_checkpoint, state)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _restore_finished(self, checkpoint: str, state: TrainerState) -> TrainOutput:
+        """What `train` leaves behind when it ends at `checkpoint`: its weights (the best ones when asked) and state."""
+        self.state = state
+        self._load_from_checkpoint(checkpoint)
+        if self.args.load_best_model_at_end and state.best_model_checkpoint:
+            self._load_best_model()
+        return TrainOutput(state.global_step, 0.0, {})
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         output_dir = output_dir or self.args.output_dir
