@@ -126,7 +126,8 @@ class TrainConfig(StrictModel):
     logging_steps: int = Field(10, gt=0)
     """Steps between loss log lines."""
     resume: bool = False
-    """Continue a killed run from its last checkpoint (same run directory)."""
+    """Continue a killed run from its newest complete checkpoint (same run directory); one the kill cut short is
+    reported and removed."""
     init_from: Annotated[str | None, LocalPath()] = None
     """A finished run directory of the same strategy and base model: start from its trained weights and train
     further (works for p-tuning too, which PEFT cannot resume)."""
