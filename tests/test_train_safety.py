@@ -41,6 +41,7 @@ def test_overwrite_with_a_typo_in_the_data_keeps_the_finished_run(quick, tmp_pat
     assert "tarin.jsonl does not exist" in capsys.readouterr().err
     assert sorted(p.name for p in run.iterdir()) == before and (run / "metrics.json").is_file()
     assert main(["train", str(path), "output.overwrite=true"]) == 0  # a good config does replace it
+    assert not list(run.parent.glob(".lora.removing-*"))  # the old run, renamed away first, is gone
 
 
 @pytest.mark.parametrize("name", ["..", ".", "", "/tmp/elsewhere", "a/../../b"])
@@ -69,8 +70,9 @@ def test_overwrite_never_removes_a_folder_lmtune_did_not_make(quick, tmp_path, c
 def test_output_dir_that_is_a_file_or_read_only(quick, tmp_path, capsys):
     path, _ = quick
     (tmp_path / "afile").write_text("x")
-    assert main(["train", str(path), f"output.dir={tmp_path / 'afile'}"]) == 2
-    assert "is a file, not a folder; set output.dir to a folder" in capsys.readouterr().err
+    for where in ("afile", "afile/runs"):  # the folder itself, or a folder above it
+        assert main(["train", str(path), f"output.dir={tmp_path / where}"]) == 2
+        assert f"{tmp_path / 'afile'} is a file, not a folder; set output.dir to a folder" in capsys.readouterr().err
     readonly = tmp_path / "ro"
     readonly.mkdir()
     mounted = os.geteuid() == 0 and subprocess.run(
@@ -92,6 +94,7 @@ def test_output_dir_that_is_a_file_or_read_only(quick, tmp_path, capsys):
     ('{"text": "fine", "label": "pos"}\n{"text": "caf\xe9 cr\xe8me", "label": "neg"}\n'.encode("latin-1"),
      r"is not UTF-8: byte 0xe9 on line 2 .*iconv -f latin1 -t utf-8"),
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", r"looks binary \(a NUL byte at byte 8\)"),
+    ('{"text": "fine", "label": "pos"}\n'.encode("utf-16"), r"is UTF-16, not UTF-8.*iconv -f utf-16 -t utf-8"),
 ])
 def test_binary_or_latin1_data_says_which_file_and_how_to_fix_it(quick, tmp_path, capsys, content, message):
     path, _ = quick

@@ -57,6 +57,10 @@ def check_utf8_text(path: Path, chunk_bytes: int = 1 << 20) -> None:
     decoder = codecs.getincrementaldecoder("utf-8-sig")()
     lines, offset = 1, 0
     with open(path, "rb") as handle:
+        if handle.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):  # what Windows tools save as "Unicode"
+            raise LmtuneError(f"data file {path} is UTF-16, not UTF-8; re-encode it, e.g. `iconv -f utf-16 -t utf-8 "
+                              f"{path} > {path.stem}.utf8{path.suffix}`")
+        handle.seek(0)
         while chunk := handle.read(chunk_bytes):
             if b"\0" in chunk:
                 at = offset + chunk.index(b"\0")
