@@ -7,7 +7,9 @@ import json
 import random
 from pathlib import Path
 
+import datasets
 import pytest
+import torch
 
 from conftest import SHARED_DATA, write_jsonl
 from lmtune.config.loading import resolve_config
@@ -245,12 +247,29 @@ def test_beam_search_and_stop_strings(gen_models, gen_data, tmp_path):
     greedy = task.predict(result.model, rows)
     task.cfg.task.generation.num_beams = 3
     beams = task.predict(result.model, rows)
-    assert all(isinstance(p["generation"], str) for p in beams) and len(beams) == 2
+    # The reference: transformers' own beam search on the same model, one prompt at a time, no padding.
+    from lmtune.evaluate import generation
+
+    ends = generation.end_token_ids(result.model)
+    for row, beam in zip(rows, beams):
+        template = task.template(result.model.tokenizer)
+        prompt = template.prompt(task.examples(datasets.Dataset.from_list([row]))[0])
+        ids = result.model.tokenizer([prompt], return_tensors="pt", return_token_type_ids=False,
+                                     add_special_tokens=template.add_special_tokens)["input_ids"]
+        with torch.no_grad():
+            out = result.model.backbone.body.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), num_beams=3, do_sample=False,
+                max_new_tokens=task.cfg.task.generation.max_new_tokens, eos_token_id=ends,
+                pad_token_id=result.model.tokenizer.pad_token_id)
+        expected = result.model.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        assert beam["generation"] == expected, (row, beam, expected)
     task.cfg.task.generation.num_beams = 1
-    first_words = [p["generation"].split()[0] for p in greedy if p["generation"]]
-    task.cfg.task.generation.stop = first_words[:1]
-    cut = task.predict(result.model, rows[:1])
-    assert not first_words or first_words[0] not in cut[0]["generation"]
+    assert all(p["generation"].split() for p in greedy), greedy  # the stop check below needs words to cut at
+    first, text = greedy[0]["generation"].split()[0], greedy[0]["generation"]
+    stop = text[text.index(first) + len(first):].split()[0] if len(text.split()) > 1 else first
+    task.cfg.task.generation.stop = [stop]
+    cut = task.predict(result.model, rows[:1])[0]["generation"]
+    assert cut == text[: text.index(stop)].strip() and stop not in cut, (text, stop, cut)
 
 
 def test_translation_needs_aligned_files(gen_models, gen_data, tmp_path):
@@ -337,12 +356,13 @@ def test_a_killed_generative_run_resumes_with_the_task_defaults(gen_models, gen_
     assert result.metrics["global_step"] == 6 and result.config.model.max_length == 256
 
 
-def slow_greedy(model, prompt: str, steps: int) -> list[int]:
+def slow_greedy(model, prompt: str, steps: int, add_special_tokens: bool = True) -> list[int]:
     """The reference: a full forward over the whole sequence per new token (no cache, no padding), the very
     computation training does."""
     import torch
 
-    ids = model.tokenizer([prompt], return_tensors="pt", return_token_type_ids=False)["input_ids"]
+    ids = model.tokenizer([prompt], return_tensors="pt", return_token_type_ids=False,
+                          add_special_tokens=add_special_tokens)["input_ids"]
     start = ids.shape[1]
     with torch.no_grad():
         for _ in range(steps):
@@ -351,7 +371,14 @@ def slow_greedy(model, prompt: str, steps: int) -> list[int]:
     return ids[0, start:].tolist()
 
 
-@pytest.mark.parametrize("method", ["lora", "prompt_tuning", "p_tuning", "prefix_tuning", "bottleneck"])
+# Found when this test was made able to fail: the bottleneck adapter does not learn the copy task on the tiny
+# Llama (validation loss 3.81 -> 3.79 in 40 steps at lr 0.1, 3.81 at 0.3), so every reference generation is an
+# immediate end token and the comparison is empty. Strict: it fails loudly once the bottleneck learns.
+BOTTLENECK_LEARNS_NOTHING = pytest.mark.xfail(strict=True, reason="bottleneck does not learn on the tiny Llama")
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt_tuning", "p_tuning", "prefix_tuning",
+                                    pytest.param("bottleneck", marks=BOTTLENECK_LEARNS_NOTHING)])
 def test_batched_cached_generation_equals_the_slow_reference(gen_models, gen_data, tmp_path, method):
     """generate_texts (left padding, KV cache, soft prompts placed after the padding) gives each row the tokens
     a plain full forward would. PEFT's own generate fails this for prompt tuning: from the third token on
@@ -363,18 +390,25 @@ def test_batched_cached_generation_equals_the_slow_reference(gen_models, gen_dat
 
     result = train(gen_config(gen_models["llama"], gen_data, tmp_path, GENERATIVE_VARIANTS[method]))
     model = result.model.eval()
-    prompts = ["copy big 4", "copy red green blue old new 7", "copy 2"]
+    # The prompts as training formatted them, so the model answers (raw text may end at once: nothing to compare).
+    task = build_task(result.config)
+    template = task.template(model.tokenizer)
+    rows = [{"instruction": text} for text in ("copy big 4", "copy red green blue old new 7", "copy 2")]
+    prompts = [template.prompt(e) for e in task.examples(datasets.Dataset.from_list(rows))]
     decoded = []
     original = generation.tqdm
+    ends = generation.end_token_ids(model)
     with torch.no_grad():
         for prompt in prompts:
-            decoded.append(model.tokenizer.decode(slow_greedy(model, prompt, 5), skip_special_tokens=True).strip())
-    texts = generation.generate_texts(model, prompts, GenerationConfig(max_new_tokens=5, batch_size=3), progress=False)
+            ids = slow_greedy(model, prompt, 5, template.add_special_tokens)
+            # generation stops at an end token; the reference runs on: it is cut at its first end token
+            ids = ids[: next((i for i, token in enumerate(ids) if token in ends), len(ids))]
+            decoded.append(model.tokenizer.decode(ids, skip_special_tokens=True).strip())
+    texts = generation.generate_texts(model, prompts, GenerationConfig(max_new_tokens=5, batch_size=3),
+                                      template.add_special_tokens, progress=False)
     assert generation.tqdm is original
-    ends = generation.end_token_ids(model)
-    for text, reference, prompt in zip(texts, decoded, prompts):
-        # generation stops at an end token; the reference runs on: compare up to where generation stopped
-        assert reference.startswith(text), (prompt, text, reference, ends)
+    assert any(decoded), "the reference generates nothing: the comparison would be empty"
+    assert texts == decoded, (prompts, texts, decoded, ends)
 
 
 @pytest.mark.parametrize("method", ["prompt_tuning", "lora"])
