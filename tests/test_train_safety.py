@@ -107,13 +107,14 @@ def test_binary_or_latin1_data_says_which_file_and_how_to_fix_it(quick, tmp_path
 
 
 # Imported at start-up through PYTHONPATH by the processes a test slows down: Trainer pauses inside every
-# checkpoint write (weights, optimizer and scheduler written; RNG and trainer state not yet), so the kill that
-# follows the checkpoint folder's appearance lands mid-write however busy the machine is.
+# checkpoint write (weights, optimizer and scheduler written; RNG and trainer state not yet) and again once a
+# checkpoint is complete, so each kill lands where it is meant to however busy the machine is.
 SLOW_CHECKPOINTS = """
 import time
 from transformers import Trainer
-_save_rng_state = Trainer._save_rng_state
+_save_rng_state, _save_checkpoint = Trainer._save_rng_state, Trainer._save_checkpoint
 Trainer._save_rng_state = lambda self, output_dir: (time.sleep(0.3), _save_rng_state(self, output_dir))[1]
+Trainer._save_checkpoint = lambda self, model, trial: (_save_checkpoint(self, model, trial), time.sleep(0.3))[0]
 """
 # One kill per start: twice slowed mid-write (checkpoints 4 and 8: the state issue 14 found, trainer_state.json
 # missing), once as the folder appears at natural speed (12), once
@@ -167,7 +168,7 @@ def test_killed_while_checkpointing_resumes_to_the_same_weights(tmp_path, tiny_m
         seen = {p.name for p in checkpoints.glob("checkpoint-*")} if checkpoints.is_dir() else set()
         logs.append(tmp_path / f"killed-{attempt}.log")
         process = _train_process(config, logs[-1], "output.name=killed", "train.resume=true",
-                                 hook=hook if kind.startswith("slowed") else None)
+                                 hook=hook if kind != "write" else None)
         if kind == "none":
             process.wait(timeout=300)
         mid_write = _kill_at(process, checkpoints, seen, kind)  # None: it finished
