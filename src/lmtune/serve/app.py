@@ -13,21 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import hmac
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lmtune.errors import LmtuneError
-from lmtune.serve.engine import GenerationEvent, Overloaded, SamplingParams
+from lmtune.serve.engine import EngineDead, GenerationEvent, Overloaded, SamplingParams
+from lmtune.serve.guard import ApiKeyMiddleware, BodyLimitMiddleware
 from lmtune.serve.metrics import ServeMetrics
 from lmtune.serve.schemas import (
     STATUS_TYPES, ApiError, ChatRequest, ClassifyRequest, CompletionRequest, LoadAdapterRequest, VllmLoadRequest, VllmUnloadRequest,
@@ -37,18 +37,26 @@ from lmtune.serve.schemas import (
 # ---- the app ------------------------------------------------------------------------------------------------------
 
 
-def create_app(engine, api_keys: list[str] | None = None, metrics: ServeMetrics | None = None) -> FastAPI:
+DEFAULT_MAX_BODY_BYTES = 8 * 2**20
+
+
+def create_app(engine, api_keys: list[str] | None = None, metrics: ServeMetrics | None = None,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """The FastAPI app serving `engine` (already built; the caller starts and shuts it down).
 
-    `api_keys`: when given (non-empty), every `/v1/...` route needs `Authorization: Bearer <key>`; `/health` and
-    `/metrics` stay open (as in vLLM). `metrics`: pass the `ServeMetrics` whose `observer` the engine was built
-    with, so batch sizes are recorded; by default a fresh one is made and attached to the engine if it can be.
+    `api_keys`: when given (non-empty), every route but `/health` and `/metrics` (as in vLLM) needs
+    `Authorization: Bearer <key>`, `/docs` and `/openapi.json` included; it is checked before the body is read.
+    `metrics`: pass the `ServeMetrics` whose `observer` the engine was built with, so batch sizes are recorded; by
+    default a fresh one is made and attached to the engine if it can be. `max_body_bytes`: larger bodies get 413.
     """
     keys = [k for k in (api_keys or []) if k]
     metrics = metrics or ServeMetrics()
     metrics.attach(engine)
     app = FastAPI(title="lmtune serve", version="1", docs_url="/docs", redoc_url=None)
     app.state.engine, app.state.metrics = engine, metrics
+    # The last added runs first: metrics count every answer, then the key, then the size, then FastAPI parses.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(ApiKeyMiddleware, keys=keys)
     app.add_middleware(metrics.middleware_class(), metrics=metrics)
 
     # -- error handlers --
@@ -70,25 +78,18 @@ def create_app(engine, api_keys: list[str] | None = None, metrics: ServeMetrics 
     async def _overload(request: Request, exc: Overloaded):
         return overloaded_error(exc).response()
 
+    @app.exception_handler(EngineDead)
+    async def _dead(request: Request, exc: EngineDead):
+        return ApiError(503, str(exc), "server_error", "engine_dead").response()
+
     @app.exception_handler(LmtuneError)
     async def _bad_input(request: Request, exc: LmtuneError):
         return ApiError(400, str(exc)).response()
 
-    # -- auth --
-    async def authorize(request: Request) -> None:
-        if not keys:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", "authentication_error",
-                           "missing_api_key", headers={"WWW-Authenticate": "Bearer"})
-        if not any(hmac.compare_digest(token.encode(), k.encode()) for k in keys):
-            raise ApiError(401, "invalid API key", "authentication_error", "invalid_api_key",
-                           headers={"WWW-Authenticate": "Bearer"})
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception):  # still OpenAI-shaped JSON, never a plain-text 500
+        return ApiError(500, f"internal error: {type(exc).__name__}: {exc}", "server_error", "internal_error").response()
 
-    auth = [Depends(authorize)]
 
     # -- helpers --
     def adapter_names() -> list[str]:
@@ -115,6 +116,16 @@ def create_app(engine, api_keys: list[str] | None = None, metrics: ServeMetrics 
         return ApiError(404, f"unknown model '{model}'.{hint} Known: base '{engine.base_name}'; adapters: {known}",
                         "not_found_error", "model_not_found", param="model")
 
+    def public_base(base: str | None) -> str | None:
+        """The base an adapter names, as clients may see it: the served base's name when it is that model (runs
+        record the resolved cache folder), else only a path's last part, never a folder of this server."""
+        if not base:
+            return None
+        path = str(getattr(engine, "base_path", ""))
+        if base in (engine.base_name, path) or (path and base.rstrip("/").endswith(path.rstrip("/"))):
+            return engine.base_name
+        return base.rstrip("/").rsplit("/", 1)[-1] if base.startswith(("/", "~", ".")) else base
+
     def refuse_n(body: _Sampling) -> None:
         if body.n != 1:
             raise ApiError(400, f"n={body.n} is not supported: one choice per request (send n requests instead)",
@@ -133,8 +144,8 @@ def create_app(engine, api_keys: list[str] | None = None, metrics: ServeMetrics 
 
         try:
             request_id = await run_in_threadpool(engine.submit_generation, prompt, adapter, params, on_event)
-        except Overloaded as exc:
-            raise overloaded_error(exc) from exc
+        except (Overloaded, EngineDead):
+            raise
         except LmtuneError as exc:
             if adapter is not None and adapter not in adapter_names():  # unloaded meanwhile
                 raise _unknown(adapter, adapter_names()) from exc
@@ -143,17 +154,14 @@ def create_app(engine, api_keys: list[str] | None = None, metrics: ServeMetrics 
 
     async def run_to_end(request_id: str, queue: asyncio.Queue, adapter_label: str, route: str, started: float,
                          request: Request):
-        """Wait for the last event; returns (text, last event). A client that hangs up cancels the generation."""
+        """Wait for the last event; returns (text, last event). A client that hangs up cancels the generation at
+        once: a watcher waits for the disconnect itself (events arrive every step, so polling between them never
+        ran)."""
         pieces, first = [], True
+        watcher = asyncio.create_task(cancel_on_disconnect(request, request_id))
         try:
             while True:
-                try:
-                    event: GenerationEvent = await asyncio.wait_for(queue.get(), timeout=1.0)
-                except TimeoutError:
-                    if await request.is_disconnected():
-                        engine.cancel(request_id)
-                        raise ApiError(499, "the client closed the request", "client_closed", "client_closed")
-                    continue
+                event: GenerationEvent = await queue.get()
                 if first and (event.text or event.finished):
                     metrics.first_token(route, time.perf_counter() - started)
                     first = False
@@ -164,6 +172,15 @@ def create_app(engine, api_keys: list[str] | None = None, metrics: ServeMetrics 
         except asyncio.CancelledError:
             engine.cancel(request_id)
             raise
+        finally:
+            watcher.cancel()
+
+    async def cancel_on_disconnect(request: Request, request_id: str) -> None:
+        """The body was read already, so the next message is the disconnect (uvicorn and Starlette's own
+        StreamingResponse listen the same way)."""
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        engine.cancel(request_id)
 
     def usage(event: GenerationEvent) -> dict:
         return {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens,
@@ -213,15 +230,21 @@ def create_app(engine, api_keys: list[str] | None = None, metrics: ServeMetrics 
     # -- routes --
     @app.get("/health")
     async def health():
-        return {"status": "ok", "base": engine.base_name, "base_kind": engine.base_kind,
+        """503 once the scheduler thread has stopped: a load balancer takes this replica out."""
+        body = {"status": "ok", "base": engine.base_name, "base_kind": engine.base_kind,
                 "queue_depth": engine.queue_depth()}
+        if not engine.alive():
+            failure = getattr(engine, "failure", None) or "the scheduler thread is not running"
+            return Response(json.dumps({**body, "status": "dead", "error": failure}), status_code=503,
+                            media_type="application/json")
+        return body
 
     @app.get("/metrics")
     async def prometheus():
         body, content_type = metrics.render(engine)
         return Response(body, media_type=content_type)
 
-    @app.get("/v1/models", dependencies=auth)
+    @app.get("/v1/models")
     async def models():
         created = int(time.time())
         base = engine.base_name
@@ -229,18 +252,18 @@ def create_app(engine, api_keys: list[str] | None = None, metrics: ServeMetrics 
                  "parent": None, "kind": "base", "base_kind": engine.base_kind}]
         for info in sorted(engine.store.list(), key=lambda i: i.name):
             data.append({"id": info.name, "object": "model", "created": created, "owned_by": "lmtune",
-                         "root": info.path, "parent": info.base or None, "kind": info.kind, "method": info.method,
+                         "root": info.path, "parent": public_base(info.base), "kind": info.kind, "method": info.method,
                          "loaded": info.loaded, "nbytes": info.nbytes, "labels": info.labels})
         return {"object": "list", "data": data}
 
-    @app.get("/v1/models/{name:path}", dependencies=auth)
+    @app.get("/v1/models/{name:path}")
     async def model(name: str, request: Request):
         for entry in (await models())["data"]:
             if entry["id"] == name:
                 return entry
         raise _unknown(name, adapter_names())
 
-    @app.post("/v1/completions", dependencies=auth)
+    @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
         started = time.perf_counter()
         refuse_n(body)
@@ -273,7 +296,7 @@ def create_app(engine, api_keys: list[str] | None = None, metrics: ServeMetrics 
                 "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": last.finish_reason}],
                 "usage": usage(last)}
 
-    @app.post("/v1/chat/completions", dependencies=auth)
+    @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request):
         started = time.perf_counter()
         refuse_n(body)
@@ -306,7 +329,7 @@ def create_app(engine, api_keys: list[str] | None = None, metrics: ServeMetrics 
                              "finish_reason": last.finish_reason}],
                 "usage": usage(last)}
 
-    @app.post("/v1/classify", dependencies=auth)
+    @app.post("/v1/classify")
     async def classify(body: ClassifyRequest, request: Request):
         adapter = resolve(body.model, request)
         if adapter is None:
@@ -331,6 +354,8 @@ def create_app(engine, api_keys: list[str] | None = None, metrics: ServeMetrics 
             request_id = await run_in_threadpool(engine.submit_classification, texts, adapter, on_done)
         except Overloaded as exc:
             raise overloaded_error(exc) from exc
+        except EngineDead:
+            raise
         except LmtuneError as exc:
             if adapter not in adapter_names():
                 raise _unknown(adapter, adapter_names()) from exc
@@ -363,7 +388,7 @@ def create_app(engine, api_keys: list[str] | None = None, metrics: ServeMetrics 
             raise ApiError(400, str(exc), param="path") from exc
         for info in engine.store.list():
             if info.name == name:
-                return {"id": info.name, "object": "model", "kind": info.kind, "parent": info.base,
+                return {"id": info.name, "object": "model", "kind": info.kind, "parent": public_base(info.base),
                         "root": info.path, "method": info.method, "labels": info.labels, "loaded": info.loaded}
         return {"id": name, "object": "model"}
 
@@ -376,20 +401,20 @@ def create_app(engine, api_keys: list[str] | None = None, metrics: ServeMetrics 
             raise ApiError(400, str(exc)) from exc
         return {"id": name, "object": "model", "deleted": True}
 
-    @app.post("/v1/adapters", dependencies=auth, status_code=201)
+    @app.post("/v1/adapters", status_code=201)
     async def load_adapter(body: LoadAdapterRequest):
         return await load(body.name, body.path)
 
-    @app.delete("/v1/adapters/{name:path}", dependencies=auth)
+    @app.delete("/v1/adapters/{name:path}")
     async def unload_adapter(name: str):
         return await unload(name)
 
-    @app.post("/v1/load_lora_adapter", dependencies=auth)
+    @app.post("/v1/load_lora_adapter")
     async def vllm_load(body: VllmLoadRequest):  # vLLM's spelling, any adapter kind
         await load(body.lora_name, body.lora_path)
         return Response(f"Success: adapter '{body.lora_name}' added successfully.", media_type="text/plain")
 
-    @app.post("/v1/unload_lora_adapter", dependencies=auth)
+    @app.post("/v1/unload_lora_adapter")
     async def vllm_unload(body: VllmUnloadRequest):
         await unload(body.lora_name)
         return Response(f"Success: adapter '{body.lora_name}' removed successfully.", media_type="text/plain")

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
@@ -16,55 +18,123 @@ from lmtune.serve.forms import Head, ServedAdapter
 from lmtune.serve.kinds import read_body_part, serve_kind_of
 
 RUN_MARKERS = ("config.yaml", "provenance.json")
+READ_FILES = ("adapter_config.json", "adapter_model.safetensors", "head.safetensors", *RUN_MARKERS, "metrics.json")
+"""Every file the server opens in an adapter folder."""
 
 
 def is_adapter_folder(path: Path) -> bool:
     return (path / "adapter_config.json").is_file() or all((path / m).is_file() for m in RUN_MARKERS)
 
 
-def read_adapter(name: str, folder: Path, model: nn.Module, base_hash: str, base_names: set[str]) -> ServedAdapter:
-    """`model` is the served base (the LM for decoders); `base_hash` its weights' sha256 (lmtune runs record theirs)."""
+def read_adapter(name: str, folder: Path, model: nn.Module, base_hash: str, base_names: set[str],
+                 root: Path | None = None) -> ServedAdapter:
+    """`model` is the served base (the LM for decoders); `base_hash` its weights' sha256 (lmtune runs record theirs).
+    With `root`, every file read must lie under it once links are followed. Every way a file can be broken is an
+    LmtuneError naming the file and the cause (the HTTP layer answers 400)."""
     if not folder.is_dir():
-        raise LmtuneError(f"adapter folder {folder} does not exist")
+        raise LmtuneError(f"adapter {name!r}: its folder does not exist")
+    if root is not None:
+        check_inside(folder, root, name)
     if all((folder / m).is_file() for m in RUN_MARKERS):
         return _read_run(name, folder, model, base_hash)
     if (folder / "adapter_config.json").is_file():
         return _read_peft(name, folder, model, base_names)
-    raise LmtuneError(f"{folder} is neither an lmtune run (config.yaml, provenance.json) nor a PEFT adapter (adapter_config.json)")
+    raise LmtuneError(f"adapter {name!r} is neither an lmtune run (config.yaml, provenance.json) nor a PEFT adapter "
+                      "(adapter_config.json)")
+
+
+def check_inside(folder: Path, root: Path, name: str) -> None:
+    """The folder and every file the server reads in it resolve under `root` (a link out of the root is refused,
+    as a path out of it is)."""
+    root = root.resolve()
+    for path in [folder, *(folder / f for f in READ_FILES if (folder / f).exists())]:
+        resolved = path.resolve()
+        if resolved != root and root not in resolved.parents:
+            shown = path.name if path != folder else "its folder"
+            raise LmtuneError(f"adapter {name!r}: {shown} links outside the adapter root; refused (copy the files "
+                              "into the root instead of linking them)")
+
+
+def read_json_object(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise LmtuneError(f"{path.name} is not readable JSON ({_reason(err)})") from None
+    if not isinstance(value, dict):
+        raise LmtuneError(f"{path.name} must hold a JSON object, not a {type(value).__name__}")
+    return value
+
+
+def _reason(err: Exception) -> str:
+    """The cause without the server's paths (an OSError's text names the absolute file)."""
+    return f"{type(err).__name__}: {err.strerror}" if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
+
+
+def read_yaml_mapping(path: Path) -> dict:
+    try:
+        value = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise LmtuneError(f"{path.name} is not readable YAML ({type(err).__name__})") from None
+    if not isinstance(value, dict):
+        raise LmtuneError(f"{path.name} must hold a mapping, not a {type(value).__name__}")
+    return value
+
+
+def read_tensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, all finite. A pickle under this name, a truncated file or a header that
+    claims gigabytes is refused by safetensors itself; its reason is passed on."""
+    try:
+        tensors = load_file(str(path), device=device)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise LmtuneError(f"{path.name} is not a valid safetensors file ({_reason(err)}); re-export the adapter "
+                          "(only safetensors load, never pickle)") from None
+    broken = next((key for key, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    if broken is not None:
+        raise LmtuneError(f"{path.name}: tensor {broken!r} holds NaN or infinite values; the adapter is broken "
+                          "(retrain it, e.g. with a lower learning rate)")
+    return tensors
 
 
 def describe(folder: Path) -> tuple[str, str, str]:
     """(kind, base, method) from the folder's small config files, without loading weights (for listings)."""
     try:
         if all((folder / m).is_file() for m in RUN_MARKERS):
-            base = json.loads((folder / "provenance.json").read_text())["base_model"]["id"]
+            base = read_json_object(folder / "provenance.json")["base_model"]["id"]
             metrics = folder / "metrics.json"
             kind = json.loads(metrics.read_text()).get("serve_kind", "unknown") if metrics.is_file() else "unfinished run"
             method = (yaml.safe_load((folder / "config.yaml").read_text()).get("method") or {}).get("name", "unknown")
             return kind, base, method
-        config = json.loads((folder / "adapter_config.json").read_text())
+        config = read_json_object(folder / "adapter_config.json")
         peft_type = str(config.get("peft_type"))
         return serve_kind_of(peft_type), str(config.get("base_model_name_or_path")), peft_type
-    except (OSError, ValueError, KeyError, AttributeError) as err:
+    except (OSError, ValueError, KeyError, AttributeError, TypeError, LmtuneError) as err:
         return "unreadable", "", f"{type(err).__name__}: {err}"
 
 
 def _read_run(name: str, folder: Path, model: nn.Module, base_hash: str) -> ServedAdapter:
     if not (folder / "metrics.json").is_file():
-        raise LmtuneError(f"{folder} is not a finished run (no metrics.json); finish it before serving it")
-    provenance = json.loads((folder / "provenance.json").read_text())
-    config = yaml.safe_load((folder / "config.yaml").read_text())
+        raise LmtuneError(f"adapter {name!r} is not a finished run (no metrics.json); finish it before serving it")
+    try:
+        return _read_run_files(name, folder, model, base_hash)
+    except (KeyError, TypeError, AttributeError) as err:  # a field missing or of the wrong type
+        raise LmtuneError(f"adapter {name!r}: its run files are incomplete ({type(err).__name__}: {err}); "
+                          "was it written by lmtune train?") from None
+
+
+def _read_run_files(name: str, folder: Path, model: nn.Module, base_hash: str) -> ServedAdapter:
+    provenance = read_json_object(folder / "provenance.json")
+    config = read_yaml_mapping(folder / "config.yaml")
     base = provenance["base_model"]
     if base["weights_sha256"] != base_hash:
         raise LmtuneError(
             f"adapter {name!r} was trained on base model {base['id']!r} (weights sha256 {base['weights_sha256'][:12]}…), "
             f"not on the served base ({base_hash[:12]}…); serve it with --base {base['id']}"
         )
-    serve_kind = json.loads((folder / "metrics.json").read_text()).get("serve_kind")
+    serve_kind = read_json_object(folder / "metrics.json").get("serve_kind")
     if serve_kind == "full_model":
         raise LmtuneError(
             f"adapter {name!r} ({config['method']['name']}) changed the base model's own weights, so it cannot share "
-            f"one base with other adapters; serve it as its own base: lmtune serve --base {folder / 'model'}"
+            f"one base with other adapters; serve it as its own base: lmtune serve --base ROOT/{name}/model"
         )
     task = config["task"]["name"]
     if task not in ("classification", "instruction", "translation"):
@@ -72,17 +142,17 @@ def _read_run(name: str, folder: Path, model: nn.Module, base_hash: str) -> Serv
     body = _body_part(folder, model) if (folder / "adapter_config.json").is_file() else None
     head = None
     if (folder / "head.safetensors").is_file():
-        state = load_file(str(folder / "head.safetensors"), device=str(next(model.parameters()).device))
+        state = read_tensors(folder / "head.safetensors", device=str(next(model.parameters()).device))
         head = Head(state["classifier.weight"].float(), state["classifier.bias"].float(),
                     [str(label) for label in config["data"]["labels"]], base["pooling"])
     if body is None and head is None:
-        raise LmtuneError(f"{folder} holds neither an adapter nor a head; nothing to serve")
+        raise LmtuneError(f"adapter {name!r} holds neither an adapter nor a head; nothing to serve")
     return ServedAdapter(name, folder, body, head, base["id"], config["method"]["name"],
                          max_length=config["model"].get("max_length"), template=config["task"].get("template"))
 
 
 def _read_peft(name: str, folder: Path, model: nn.Module, base_names: set[str]) -> ServedAdapter:
-    config = json.loads((folder / "adapter_config.json").read_text())
+    config = read_json_object(folder / "adapter_config.json")
     body = _body_part(folder, model, config)
     stated = config.get("base_model_name_or_path") or "unknown"
     notes = []
@@ -93,8 +163,8 @@ def _read_peft(name: str, folder: Path, model: nn.Module, base_names: set[str]) 
 
 
 def _body_part(folder: Path, model: nn.Module, config: dict | None = None):
-    config = config or json.loads((folder / "adapter_config.json").read_text())
+    config = config or read_json_object(folder / "adapter_config.json")
     weights = folder / "adapter_model.safetensors"
     if not weights.is_file():
-        raise LmtuneError(f"{folder} has adapter_config.json but no adapter_model.safetensors (only safetensors load)")
-    return read_body_part(config, load_file(str(weights)), model)
+        raise LmtuneError("the folder has adapter_config.json but no adapter_model.safetensors (only safetensors load)")
+    return read_body_part(config, read_tensors(weights), model)

@@ -15,28 +15,32 @@ def head_logits(adapter, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tens
     return pool(hidden, mask, head.pooling).float() @ head.weight.T + head.bias
 
 
-def classify_rows(engine, jobs) -> None:
-    rows, adapters, owners = [], [], []
-    for job_index, job in enumerate(jobs):
-        limit = job.adapter.max_length or engine.context
-        for text in job.texts:
-            rows.append(engine.tokenize(text, truncation=True, max_length=limit))
-            adapters.append(job.adapter)
-            owners.append(job_index)
+def classify_rows(engine, parts) -> None:
+    """One pass over `parts` [(job, its next rows)]; each job answers once all its rows are done. If the pass
+    fails, each job is retried alone so that only the job that causes the error fails."""
+    rows = [row for _, job_rows in parts for row in job_rows]
+    adapters = [job.adapter for job, job_rows in parts for _ in job_rows]
     try:
         logits = forward_heads(engine, rows, adapters)
-    except Exception as err:  # noqa: BLE001 - the jobs fail, the server goes on
-        for job in jobs:
-            job.on_done(err)
+    except Exception as err:  # noqa: BLE001 - the job fails, the server goes on
+        if len(parts) > 1:
+            for part in parts:
+                classify_rows(engine, [part])
+            return
+        job = parts[0][0]
+        job.failed = True
+        job.on_done(err)
         return
-    results: list[list[dict]] = [[] for _ in jobs]
-    for row, owner in enumerate(owners):
-        labels = adapters[row].head.labels
-        probs = torch.softmax(logits[row], dim=-1).tolist()
-        best = max(range(len(labels)), key=probs.__getitem__)
-        results[owner].append({"label": labels[best], "probabilities": dict(zip(labels, probs))})
-    for job, result in zip(jobs, results):
-        job.on_done(result)
+    offset = 0
+    for job, job_rows in parts:
+        labels = job.adapter.head.labels
+        for row in range(offset, offset + len(job_rows)):
+            probs = torch.softmax(logits[row], dim=-1).tolist()
+            best = max(range(len(labels)), key=probs.__getitem__)
+            job.results.append({"label": labels[best], "probabilities": dict(zip(labels, probs))})
+        offset += len(job_rows)
+        if job.remaining == 0:
+            job.on_done(job.results)
     engine.observer.on_step(len(rows), 0, len(rows))
 
 

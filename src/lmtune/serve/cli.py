@@ -29,6 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="requests waiting at most; more are answered 429 with Retry-After")
     parser.add_argument("--memory-budget-mb", type=float, default=1024,
                         help="loaded adapters at most this many MB (least recently used are evicted)")
+    parser.add_argument("--max-body-mb", type=float, default=8,
+                        help="largest request body in MB; larger ones are answered 413 before they are read in full")
+    parser.add_argument("--max-prompt-tokens", type=int,
+                        help="longest prompt in tokens (default: the model's context); longer texts are refused "
+                             "before they are tokenised when their length alone shows it")
+    parser.add_argument("--max-classify-inputs", type=int, default=256,
+                        help="texts one /v1/classify request may send (classified --max-batch-size at a time)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
@@ -54,10 +61,13 @@ def run(args: argparse.Namespace) -> None:
         print(f"warning: serving on {args.host} without an API key: anyone who can reach it can use it and load "
               f"adapters (give --api-key or ${API_KEYS_ENV})", file=sys.stderr)
     metrics = ServeMetrics()
+    if args.max_body_mb <= 0:
+        raise LmtuneError("--max-body-mb must be positive")
     cfg = EngineConfig(max_batch_size=args.max_batch_size, max_queue=args.max_queue,
-                       memory_budget_mb=args.memory_budget_mb)
+                       memory_budget_mb=args.memory_budget_mb, max_prompt_tokens=args.max_prompt_tokens,
+                       max_classify_inputs=args.max_classify_inputs)
     engine = Engine(args.base, args.adapters, cfg, observer=metrics.observer, num_threads=args.threads)
-    app = create_app(engine, keys, metrics=metrics)
+    app = create_app(engine, keys, metrics=metrics, max_body_bytes=int(args.max_body_mb * 2**20))
     engine.start()
     names = [info.name for info in engine.store.list()]
     print(f"lmtune serve: base {engine.base_name} ({engine.base_kind}), {len(names)} adapter(s)"

@@ -32,7 +32,8 @@ from lmtune.serve.store import AdapterInfo, AdapterStore
 from lmtune.serve.chat import chat_prompt
 from lmtune.serve.classify import classify_rows, forward_heads
 
-__all__ = ["Engine", "EngineConfig", "EngineObserver", "GenerationEvent", "Overloaded", "SamplingParams", "AdapterInfo"]
+__all__ = ["Engine", "EngineConfig", "EngineDead", "EngineObserver", "GenerationEvent", "Overloaded", "SamplingParams",
+           "AdapterInfo"]
 
 
 class Overloaded(LmtuneError):
@@ -41,6 +42,10 @@ class Overloaded(LmtuneError):
     def __init__(self, message: str, retry_after: float):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class EngineDead(LmtuneError):
+    """The scheduler thread has stopped: nothing can be served (HTTP 503; /health says why)."""
 
 
 class EngineObserver:
@@ -64,6 +69,9 @@ class EngineConfig(StrictModel):
     """Loaded adapters at most this many MB; the least recently used are evicted (and reload on next use)."""
     device: str = "auto"
     """Where the base model runs: auto (cuda when available), cpu, cuda, cuda:1, ..."""
+    max_classify_inputs: int = Field(256, gt=0)
+    """Texts one classification request may send; they are classified max_batch_size at a time, between
+    generation steps."""
 
 
 class Engine:
@@ -79,7 +87,7 @@ class Engine:
         names = {base, str(self.base_path), self.base_path.name}
         self.store = AdapterStore(
             adapter_root,
-            lambda name, folder: read_adapter(name, folder, self.model, self.weights_hash, names),
+            lambda name, folder: read_adapter(name, folder, self.model, self.weights_hash, names, self.store.root),
             int(self.cfg.memory_budget_mb * 2**20),
         )
         self._queue: deque = deque()
@@ -91,6 +99,8 @@ class Engine:
         self._ids = itertools.count()
         self._running: RunningBatch | None = None
         self._tokenizer_lock = threading.Lock()
+        self.failure: str | None = None
+        """Why the scheduler thread stopped, when it did (shown by /health)."""
 
     # ---- the base model ----------------------------------------------------------------------------------------
     def _load_base(self, base: str) -> None:
@@ -110,6 +120,8 @@ class Engine:
         self.base_path, self.weights_hash = backbone.path, backbone.weights_hash
         self.end_ids = end_ids_of(self.tokenizer, self.model)
         self.context = int(getattr(config, "max_position_embeddings", 0) or 2048)
+        self.vocab_size = self.model.get_input_embeddings().num_embeddings
+        self.max_token_chars = max_token_chars(self.tokenizer)
 
     # ---- submitting --------------------------------------------------------------------------------------------
     def adapter(self, name: str | None) -> ServedAdapter | None:
@@ -121,29 +133,56 @@ class Engine:
                           on_event: Callable[[GenerationEvent], None]) -> str:
         if self.base_kind != "decoder":
             raise LmtuneError(f"the base model {self.base_name} is an encoder: it classifies (/v1/classify) but cannot generate")
+        self._check_alive()
         params.check(self.cfg.max_new_tokens_limit)
         served = self.adapter(adapter)
-        ids = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        ids = self.tokenize(prompt, limit=self.prompt_limit) if isinstance(prompt, str) else self._check_ids(prompt)
         self._check_prompt(ids, served, params.max_tokens)
         sequence = Sequence_(f"req-{next(self._ids)}", ids, served, params, on_event, params.generator())
         self._enqueue(self._queue, sequence)
         return sequence.id
 
     def submit_classification(self, texts: list[str], adapter: str, on_done: Callable) -> str:
+        self._check_alive()
         if not texts or not all(isinstance(t, str) for t in texts):
             raise LmtuneError("classification needs a non-empty list of texts")
+        if len(texts) > self.cfg.max_classify_inputs:
+            raise LmtuneError(f"{len(texts)} inputs in one classification request; the server takes at most "
+                              f"{self.cfg.max_classify_inputs} (--max-classify-inputs): send several requests")
         served = self.adapter(adapter)
         if served is None or served.head is None:
             raise LmtuneError(f"{adapter or self.base_name!r} has no classification head; name a classification adapter")
-        job = ClassifyJob(f"cls-{next(self._ids)}", texts, served, on_done)
+        limit = served.max_length or self.context
+        rows = [self.tokenize(text, truncate=limit, truncation=True, max_length=limit) for text in texts]
+        empty = [i for i, row in enumerate(rows) if not row]
+        if empty:
+            raise LmtuneError(f"input {empty[0]} is empty (no tokens): every input needs some text")
+        job = ClassifyJob(f"cls-{next(self._ids)}", rows, served, on_done)
         self._enqueue(self._jobs, job)
         return job.id
+
+    @property
+    def prompt_limit(self) -> int:
+        return min(self.cfg.max_prompt_tokens or self.context, self.context)
+
+    def _check_alive(self) -> None:
+        if self.failure is not None:
+            raise EngineDead(f"the engine has stopped ({self.failure}); restart the server")
+
+    def _check_ids(self, prompt: list[int]) -> list[int]:
+        """Token ids as the embedding takes them: an id outside the vocabulary would fail the whole batch's step."""
+        ids = list(prompt)
+        bad = next((t for t in ids if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < self.vocab_size), None)
+        if bad is not None:
+            raise LmtuneError(f"token id {bad!r} is outside the vocabulary: ids must be integers from 0 to "
+                              f"{self.vocab_size - 1}")
+        return ids
 
     def _check_prompt(self, ids: list[int], served: ServedAdapter | None, max_tokens: int) -> None:
         if not ids:
             raise LmtuneError("the prompt is empty")
         extra = served.body.virtual_tokens() if served is not None and served.body is not None else 0
-        limit = self.cfg.max_prompt_tokens or self.context
+        limit = self.prompt_limit
         if len(ids) > limit or len(ids) + extra + max_tokens > self.context:
             raise LmtuneError(
                 f"the prompt has {len(ids)} tokens (+{extra} virtual) and asks for {max_tokens} new ones; the model's "
@@ -180,18 +219,40 @@ class Engine:
         """A chat request's prompt ids and stop strings, rendered as `adapter` was trained (serve/chat.py)."""
         return chat_prompt(self, messages, self.adapter(adapter))
 
-    def tokenize(self, text: str, **options) -> list[int]:
-        """Thread-safe: fast tokenizers refuse concurrent use ("Already borrowed"), and requests arrive on many threads."""
+    def tokenize(self, text: str, limit: int | None = None, truncate: int | None = None, **options) -> list[int]:
+        """Thread-safe: fast tokenizers refuse concurrent use ("Already borrowed"), and requests arrive on many threads.
+
+        Cheap checks come first, outside the lock, so a hostile text never holds it: text that cannot be UTF-8
+        (a lone surrogate) is refused; with `limit` (tokens), a text too long to fit whatever it holds is refused
+        before tokenising; with `truncate` (tokens), only the characters that can reach that many tokens are read."""
+        if not isinstance(text, str):
+            raise LmtuneError(f"expected text, got {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise LmtuneError(f"the text is not valid Unicode ({err.reason} at character {err.start}): "
+                              "send UTF-8 text without lone surrogates") from None
+        if limit is not None and len(text) > (limit + 1) * self.max_token_chars:
+            raise LmtuneError(f"the text has {len(text)} characters, more than {limit} tokens can hold (the prompt limit "
+                              f"within the model's context of {self.context} tokens): shorten it")
+        if truncate is not None:
+            text = text[: (truncate + 2) * self.max_token_chars]
         with self._tokenizer_lock:
-            return self.tokenizer(text, **options)["input_ids"]
+            ids = self.tokenizer(text, **options)["input_ids"]
+        return ids  # the token count itself is checked against the context by _check_prompt
 
     def queue_depth(self) -> int:
         return len(self._queue) + len(self._jobs)
 
     # ---- the scheduler -----------------------------------------------------------------------------------------
+    def alive(self) -> bool:
+        """False once the scheduler thread has died (it was started and is no longer running, or it failed)."""
+        return self.failure is None and (self._thread is None or self._thread.is_alive() or self._stop)
+
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._stop = False
+            self.failure = None
             self._thread = threading.Thread(target=self._loop, name="lmtune-engine", daemon=True)
             self._thread.start()
 
@@ -211,23 +272,53 @@ class Engine:
         self._running = None
 
     def _loop(self) -> None:
-        while True:
-            with self._wake:
-                while not self._stop and not self._queue and not self._jobs and self._running is None:
-                    self._wake.wait()
-                if self._stop:
-                    return
-            with torch.inference_mode():
-                self._classify_pending()
-                self._generation_step()
+        """The scheduler. An error in one iteration fails that iteration's requests and the loop goes on; if the
+        loop itself ends for any other reason, `failure` says why, every waiting request gets its final event and
+        later ones are refused (EngineDead): nobody waits for a thread that is gone."""
+        try:
+            while True:
+                with self._wake:
+                    while not self._stop and not self._queue and not self._jobs and self._running is None:
+                        self._wake.wait()
+                    if self._stop:
+                        return
+                try:
+                    with torch.inference_mode():
+                        self._classify_pending()
+                        self._generation_step()
+                except Exception as err:  # noqa: BLE001 - a bug in one step must not end the loop
+                    self._fail_everything(f"{type(err).__name__}: {err}")
+        except BaseException as err:
+            self.failure = f"scheduler thread died: {type(err).__name__}: {err}"
+            self._fail_everything(self.failure)
+            raise
+
+    def _fail_everything(self, message: str) -> None:
+        with self._wake:
+            waiting, jobs, self._queue, self._jobs = list(self._queue), list(self._jobs), deque(), deque()
+            running, self._running = (self._running.rows if self._running else []), None
+        for sequence in waiting + running:
+            if not sequence.finished:
+                sequence.fail(message)
+        for job in jobs:
+            job.on_done(RuntimeError(message))
 
     def _classify_pending(self) -> None:
-        jobs = []
+        """At most max_batch_size rows per pass, taken from the oldest jobs: a big job goes a batch at a time,
+        with generation steps in between."""
+        parts, budget = [], self.cfg.max_batch_size
         with self._wake:
-            while self._jobs and sum(len(j.texts) for j in jobs) < self.cfg.max_batch_size:
-                jobs.append(self._jobs.popleft())
-        if jobs:
-            classify_rows(self, jobs)
+            for job in self._jobs:
+                if budget <= 0:
+                    break
+                rows = job.take(budget)
+                parts.append((job, rows))
+                budget -= len(rows)
+        if not parts:
+            return
+        classify_rows(self, parts)
+        with self._wake:
+            self._jobs = deque(job for job in self._jobs if job.remaining > 0)
 
     def _generation_step(self) -> None:
         admitted = []
@@ -236,18 +327,41 @@ class Engine:
             while self._queue and len(admitted) < free:
                 admitted.append(self._queue.popleft())
             self.observer.on_queue(self.queue_depth())
+        for group in length_groups(admitted):
+            for batch in self._prefill_isolated(group):
+                self._running = batch if self._running is None else self._running.merge(batch)
+        if self._running is not None:
+            self._running = self._decode_isolated(self._running)
+
+    def _prefill_isolated(self, group: list[Sequence_]) -> list[RunningBatch]:
+        """Prefill `group`; if that fails, each row again on its own, so only the row that causes the error fails.
+        Nothing is announced before a forward pass succeeds, so a retried row never repeats a token."""
         try:
-            for group in length_groups(admitted):
-                batch = self._prefill(group)
-                if batch is not None:
-                    self._running = batch if self._running is None else self._running.merge(batch)
-            if self._running is not None:
-                self._decode()
+            batch = self._prefill(group)
+            return [batch] if batch is not None else []
         except Exception as err:  # noqa: BLE001 - a failing step fails its rows, never the server
-            rows = (self._running.rows if self._running else []) + [s for s in admitted if not s.finished]
-            for sequence in rows:
-                sequence.fail(f"{type(err).__name__}: {err}")
-            self._running = None
+            if len(group) == 1:
+                group[0].fail(f"{type(err).__name__}: {err}")
+                return []
+            return [batch for sequence in group for batch in self._prefill_isolated([sequence])]
+
+    def _decode_isolated(self, batch: RunningBatch) -> RunningBatch | None:
+        """One decode step; if it fails, the cache is rolled back and each row steps alone: the rows that fail
+        alone fail, the others go on with the token they would have had."""
+        saved = batch.snapshot()
+        try:
+            return self._decode(batch)
+        except Exception as err:  # noqa: BLE001
+            batch.restore(saved)
+            if len(batch) == 1:
+                batch.rows[0].fail(f"{type(err).__name__}: {err}")
+                return None
+            survivors = None
+            for row in range(len(batch)):
+                kept = self._decode_isolated(batch.keep([row]))
+                if kept is not None:
+                    survivors = kept if survivors is None else survivors.merge(kept)
+            return survivors
 
     def _prefill(self, sequences: list[Sequence_]) -> RunningBatch:
         inputs = build_inputs(self.model.get_input_embeddings(), [s.prompt_ids for s in sequences],
@@ -260,16 +374,14 @@ class Engine:
                              torch.zeros(len(sequences), dtype=torch.long, device=inputs.attention_mask.device))
         return batch.keep(self._sample(batch, output.logits[:, -1], prefill_rows=len(sequences)))
 
-    def _decode(self) -> None:
-        batch = self._running
+    def _decode(self, batch: RunningBatch) -> RunningBatch | None:
         with self.hooks.active(batch.plan):
             output = self.model(**batch.step_inputs(), logits_to_keep=1)
         batch.next_position = batch.next_position + 1
-        self._running = batch.keep(self._sample(batch, output.logits[:, -1], prefill_rows=0))
+        return batch.keep(self._sample(batch, output.logits[:, -1], prefill_rows=0))
 
     def _sample(self, batch: RunningBatch, logits: torch.Tensor, prefill_rows: int) -> list[int]:
         """Choose, record and announce each row's next token; return the rows that go on."""
-        greedy = logits.argmax(dim=-1).tolist()
         keep = []
         with self._wake:
             cancelled = self._cancelled & {s.id for s in batch.rows}
@@ -278,8 +390,11 @@ class Engine:
             if sequence.id in cancelled:
                 sequence.finish("cancelled")
                 continue
-            params = sequence.params
-            token = greedy[row] if params.temperature == 0 else next_token(logits[row], params, sequence.generator)
+            try:  # one row's failure (NaN logits from a broken adapter) is that row's alone
+                token = next_token(logits[row], sequence.params, sequence.generator)
+            except Exception as err:  # noqa: BLE001
+                sequence.fail(f"{type(err).__name__}: {err}")
+                continue
             batch.pending[row] = token
             sequence.accept(token, self.tokenizer, self.end_ids)
             if not sequence.finished:
@@ -347,3 +462,14 @@ def length_groups(sequences: list[Sequence_], slack: float = 1.25) -> list[list[
         else:
             groups.append([sequence])
     return groups
+
+
+def max_token_chars(tokenizer) -> int:
+    """The most characters one token can stand for (at least 1): a text longer than `limit` times this cannot
+    fit in `limit` tokens, which is checked before tokenising it. Vocabulary strings are at least as long as the
+    text they stand for (byte-level BPE spells each byte as one character); WordPiece's unknown token can stand for
+    a whole word."""
+    longest = max((len(token) for token in tokenizer.get_vocab()), default=1)
+    if getattr(tokenizer, "unk_token", None):
+        longest = max(longest, 100)  # WordPiece's max_input_chars_per_word
+    return max(longest, 1)

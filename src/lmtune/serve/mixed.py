@@ -51,7 +51,7 @@ class BatchPlan:
             for (cls, _), members in by_key.items():
                 rows = torch.tensor([row for row, _ in members], device=device)
                 parts = [part for _, part in members]
-                groups.append((rows, cls, parts if self.reference else cls.stack(parts, module)))
+                groups.append((rows, cls, parts if self.reference else _Stacked(cls, parts, module, device)))
             self._groups[module] = groups
         return self._groups[module]
 
@@ -95,7 +95,35 @@ class DeltaHooks:
                         delta = part.delta(name, x[row : row + 1], output[row : row + 1])
                         result = result.index_add(0, torch.tensor([row], device=output.device), delta)
                 else:
-                    result = result.index_add(0, rows, cls.apply(weights, x.index_select(0, rows), output.index_select(0, rows)))
+                    result = result.index_add(0, rows, cls.apply(weights.per_row(), x.index_select(0, rows),
+                                                                 output.index_select(0, rows)))
             return result
 
         return add_deltas
+
+
+class _Stacked:
+    """A group's weights stacked once per *distinct* adapter, not per row: 32 rows of one adapter hold one copy.
+    `per_row` gathers the rows' view for one module call only, so the copy lives no longer than that call."""
+
+    def __init__(self, cls, parts: list, module: str, device: torch.device):
+        distinct: dict[int, int] = {}
+        for part in parts:
+            distinct.setdefault(id(part), len(distinct))
+        unique = list({id(p): p for p in parts}.values())
+        self.stacked = cls.stack(unique, module)
+        self.index = None if len(unique) == len(parts) else torch.tensor([distinct[id(p)] for p in parts], device=device)
+
+    def per_row(self):
+        return self.stacked if self.index is None else _take(self.stacked, self.index)
+
+
+def _take(stacked, index: torch.Tensor):
+    """`stacked` (tensors with a row dimension first, in a tuple/list/dict beside other values) at rows `index`."""
+    if isinstance(stacked, torch.Tensor):
+        return stacked.index_select(0, index)
+    if isinstance(stacked, dict):
+        return {key: _take(value, index) for key, value in stacked.items()}
+    if isinstance(stacked, (tuple, list)):
+        return type(stacked)(_take(value, index) for value in stacked)
+    return stacked

@@ -75,7 +75,20 @@ class Sequence_:
 
 @dataclass
 class ClassifyJob:
+    """Texts tokenised when the request arrived (never on the engine thread); classified a batch at a time."""
+
     id: str
-    texts: list[str]
+    rows: list[list[int]]
     adapter: ServedAdapter
     on_done: Callable[[list[dict] | Exception], None]
+    results: list[dict] = field(default_factory=list)
+    failed: bool = False
+
+    def take(self, count: int) -> list[list[int]]:
+        """The next `count` rows not yet classified."""
+        start = len(self.results)
+        return self.rows[start : start + count]
+
+    @property
+    def remaining(self) -> int:
+        return 0 if self.failed else len(self.rows) - len(self.results)

@@ -60,6 +60,15 @@ class RunningBatch:
         return RunningBatch([self.rows[i] for i in rows], self.plan.select(rows), DynamicCache(layers), mask[:, first:],
                             self.next_position.index_select(0, index), self.pending.index_select(0, index))
 
+    def snapshot(self) -> tuple[torch.Tensor, list[int]]:
+        """What a decode step changes in place (the mask, each layer's cached length), to undo a failed step."""
+        return self.mask, [keys.size(2) for keys, _ in _layers(self.cache)]
+
+    def restore(self, saved: tuple[torch.Tensor, list[int]]) -> None:
+        self.mask, lengths = saved
+        for layer, length in zip(self.cache.layers, lengths):
+            layer.keys, layer.values = layer.keys[:, :, :length], layer.values[:, :, :length]
+
     def step_inputs(self) -> dict:
         """The model's keyword arguments for feeding every row's pending token."""
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)

@@ -1,5 +1,6 @@
 """The adapter store: names → adapter folders under one root, loaded on first use, least recently used evicted
-when the loaded adapters outgrow the memory budget. Paths outside the root are refused."""
+when the loaded adapters outgrow the memory budget. Paths outside the root are refused, links that lead out of it
+too, and what the store shows (listings, errors) names folders relative to the root, never the server's own paths."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class AdapterStore:
         self._lock = threading.RLock()
         if self.root is not None:
             if not self.root.is_dir():
-                raise LmtuneError(f"adapter root {self.root} is not a folder")
+                raise LmtuneError(f"adapter root {self.root} is not a folder")  # the operator's own message
             self.scan()
 
     def scan(self) -> list[str]:
@@ -46,6 +47,8 @@ class AdapterStore:
             if any(part.startswith(("checkpoint-", ".")) for part in folder.relative_to(self.root).parts):
                 continue  # Trainer checkpoints and hidden folders are not adapters
             name = folder.relative_to(self.root).as_posix()
+            if not self._inside(folder.resolve()):
+                continue  # a linked folder that leads out of the root
             if name != "." and is_adapter_folder(folder) and name not in self._paths:
                 self._paths[name] = folder
                 found.append(name)
@@ -56,18 +59,39 @@ class AdapterStore:
             raise LmtuneError("the server has no adapter root (--adapters): it cannot load adapters")
         candidate = Path(path)
         resolved = (candidate if candidate.is_absolute() else self.root / candidate).resolve()
-        if resolved != self.root and self.root not in resolved.parents:
-            raise LmtuneError(f"adapter path {path} is outside the adapter root {self.root}; refused")
+        if not self._inside(resolved):
+            raise LmtuneError(f"adapter path {path!r} is outside the adapter root; refused (give a path relative to it)")
         if not resolved.is_dir() or not is_adapter_folder(resolved):
-            raise LmtuneError(f"{path} is not an adapter folder under {self.root} (no adapter_config.json or run files)")
+            raise LmtuneError(f"{path!r} is not an adapter folder under the adapter root (no adapter_config.json or "
+                              "run files)")
         return resolved
+
+    def _inside(self, resolved: Path) -> bool:
+        return resolved == self.root or self.root in resolved.parents
+
+    def shown(self, folder: Path) -> str:
+        """A folder as clients see it: relative to the root."""
+        try:
+            return folder.resolve().relative_to(self.root).as_posix()
+        except (ValueError, AttributeError, TypeError):
+            return folder.name
+
+    def _read(self, name: str, folder: Path) -> ServedAdapter:
+        """Read an adapter; whatever is wrong with its files is a LmtuneError naming the adapter (HTTP 400)."""
+        try:
+            return self._reader(name, folder)
+        except LmtuneError as err:
+            message = str(err)
+            raise LmtuneError(message if name in message else f"adapter {name!r}: {message}") from None
+        except Exception as err:  # noqa: BLE001 - unexpected contents: a request error, not a server crash
+            raise LmtuneError(f"adapter {name!r} could not be read ({type(err).__name__}: {err}); check its files") from None
 
     def register(self, name: str, path: str | Path) -> AdapterInfo:
         """Add (or replace) `name`, loading it at once so a bad adapter fails here and not on a request."""
         if not name.strip() or name.startswith("/") or ".." in name.split("/"):
             raise LmtuneError(f"invalid adapter name {name!r}: use a plain name such as 'sst2-lora'")
         folder = self.resolve_path(path)
-        adapter = self._reader(name, folder)
+        adapter = self._read(name, folder)
         with self._lock:
             self._paths[name] = folder
             self._loaded.pop(name, None)
@@ -89,7 +113,7 @@ class AdapterStore:
             if name not in self._paths:
                 raise LmtuneError(self._unknown(name))
             folder = self._paths[name]
-        adapter = self._reader(name, folder)  # outside the lock: reading a file must not stall other requests
+        adapter = self._read(name, folder)  # outside the lock: reading a file must not stall other requests
         with self._lock:
             self._insert(adapter)
         return adapter
@@ -114,9 +138,10 @@ class AdapterStore:
         adapter = self._loaded.get(name)
         if adapter is None:
             kind, base, method = describe(self._paths[name])
-            return AdapterInfo(name, kind, base, str(self._paths[name]), False, None, None, method)
+            return AdapterInfo(name, kind, base, self.shown(self._paths[name]), False, None, None, method)
         labels = adapter.head.labels if adapter.head else None
-        return AdapterInfo(name, adapter.kind, adapter.base, str(adapter.source), True, adapter.nbytes(), labels, adapter.method)
+        return AdapterInfo(name, adapter.kind, adapter.base, self.shown(adapter.source), True, adapter.nbytes(), labels,
+                           adapter.method)
 
     def list(self) -> list[AdapterInfo]:
         with self._lock:
