@@ -14,6 +14,7 @@ kind must get, when the peak RSS passes --max-rss-mb, or when the server does no
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -218,7 +219,8 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="lmtune-soak-"))
     os.environ.setdefault("LMTUNE_CACHE", str(folder / "cache"))
     try:
-        model, root = build(folder)
+        with contextlib.redirect_stdout(sys.stderr):  # training chatter off the report
+            model, root = build(folder)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         command = [sys.executable, "-m", "lmtune", "serve", "--base", str(model), "--adapters", str(root),
