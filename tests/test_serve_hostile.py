@@ -335,6 +335,7 @@ class _Killed(BaseException):
     """Not an Exception: what no handler in a step catches (as a KeyboardInterrupt or a C-level abort would)."""
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the death it causes
 def test_watchdog_the_scheduler_survives_a_bug_and_reports_its_death(served):  # noqa: F811
     from lmtune.serve.app import create_app
 

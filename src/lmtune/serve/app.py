@@ -360,11 +360,14 @@ def create_app(engine, api_keys: list[str] | None = None, metrics: ServeMetrics 
             if adapter not in adapter_names():
                 raise _unknown(adapter, adapter_names()) from exc
             raise ApiError(400, str(exc), param="model") from exc
+        watcher = asyncio.create_task(cancel_on_disconnect(request, request_id))  # a hang-up drops the job
         try:
             result = await done
         except asyncio.CancelledError:
             engine.cancel(request_id)
             raise
+        finally:
+            watcher.cancel()
         if isinstance(result, LmtuneError):
             raise ApiError(400, str(result))
         if isinstance(result, Exception):
