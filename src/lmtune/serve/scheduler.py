@@ -1,0 +1,169 @@
+"""The engine's scheduler thread: each iteration classifies up to a batch of rows, admits and prefills waiting
+sequences, and decodes one step of the running batch.
+
+Nothing one request does may stop it: a failing prefill or decode is retried row by row (the decode's cache rolled
+back first) so that only the row that fails alone fails; an error anywhere else in an iteration fails that
+iteration's requests and the loop goes on; if the thread ends anyway, `failure` says why and nobody is left waiting.
+A mixin of `Engine`: it uses the engine's queues, lock, model and hooks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+
+from lmtune.serve.classify import classify_rows
+from lmtune.serve.inputs import build_inputs
+from lmtune.serve.mixed import BatchPlan
+from lmtune.serve.requests import Sequence_
+from lmtune.serve.running import RunningBatch
+from lmtune.serve.sampling import next_token
+
+
+class Scheduler:
+    def _loop(self) -> None:
+        """The scheduler. An error in one iteration fails that iteration's requests and the loop goes on; if the
+        loop itself ends for any other reason, `failure` says why, every waiting request gets its final event and
+        later ones are refused (EngineDead): nobody waits for a thread that is gone."""
+        try:
+            while True:
+                with self._wake:
+                    while not self._stop and not self._queue and not self._jobs and self._running is None:
+                        self._wake.wait()
+                    if self._stop:
+                        return
+                try:
+                    with torch.inference_mode():
+                        self._classify_pending()
+                        self._generation_step()
+                except Exception as err:  # noqa: BLE001 - a bug in one step must not end the loop
+                    self._fail_everything(f"{type(err).__name__}: {err}")
+        except BaseException as err:
+            self.failure = f"scheduler thread died: {type(err).__name__}: {err}"
+            self._fail_everything(self.failure)
+            raise
+
+    def _fail_everything(self, message: str) -> None:
+        with self._wake:
+            waiting, jobs, self._queue, self._jobs = list(self._queue), list(self._jobs), deque(), deque()
+            running, self._running = (self._running.rows if self._running else []), None
+        for sequence in waiting + running:
+            if not sequence.finished:
+                sequence.fail(message)
+        for job in jobs:
+            job.on_done(RuntimeError(message))
+
+    def _classify_pending(self) -> None:
+        """At most max_batch_size rows per pass, taken from the oldest jobs: a big job goes a batch at a time,
+        with generation steps in between."""
+        parts, budget = [], self.cfg.max_batch_size
+        with self._wake:
+            for job in self._jobs:
+                if budget <= 0:
+                    break
+                rows = job.take(budget)
+                parts.append((job, rows))
+                budget -= len(rows)
+        if not parts:
+            return
+        classify_rows(self, parts)
+        with self._wake:
+            self._jobs = deque(job for job in self._jobs if job.remaining > 0)
+
+    def _generation_step(self) -> None:
+        admitted = []
+        with self._wake:
+            free = self.cfg.max_batch_size - (len(self._running) if self._running else 0)
+            while self._queue and len(admitted) < free:
+                admitted.append(self._queue.popleft())
+            self.observer.on_queue(self.queue_depth())
+        for group in length_groups(admitted):
+            for batch in self._prefill_isolated(group):
+                self._running = batch if self._running is None else self._running.merge(batch)
+        if self._running is not None:
+            self._running = self._decode_isolated(self._running)
+
+    def _prefill_isolated(self, group: list[Sequence_]) -> list[RunningBatch]:
+        """Prefill `group`; if that fails, each row again on its own, so only the row that causes the error fails.
+        Nothing is announced before a forward pass succeeds, so a retried row never repeats a token."""
+        try:
+            batch = self._prefill(group)
+            return [batch] if batch is not None else []
+        except Exception as err:  # noqa: BLE001 - a failing step fails its rows, never the server
+            if len(group) == 1:
+                group[0].fail(f"{type(err).__name__}: {err}")
+                return []
+            return [batch for sequence in group for batch in self._prefill_isolated([sequence])]
+
+    def _decode_isolated(self, batch: RunningBatch) -> RunningBatch | None:
+        """One decode step; if it fails, the cache is rolled back and each row steps alone: the rows that fail
+        alone fail, the others go on with the token they would have had."""
+        saved = batch.snapshot()
+        try:
+            return self._decode(batch)
+        except Exception as err:  # noqa: BLE001
+            batch.restore(saved)
+            if len(batch) == 1:
+                batch.rows[0].fail(f"{type(err).__name__}: {err}")
+                return None
+            survivors = None
+            for row in range(len(batch)):
+                kept = self._decode_isolated(batch.keep([row]))
+                if kept is not None:
+                    survivors = kept if survivors is None else survivors.merge(kept)
+            return survivors
+
+    def _prefill(self, sequences: list[Sequence_]) -> RunningBatch:
+        inputs = build_inputs(self.model.get_input_embeddings(), [s.prompt_ids for s in sequences],
+                              [s.adapter for s in sequences], left_pad=True, pad_id=self.tokenizer.pad_token_id)
+        plan = BatchPlan([s.adapter for s in sequences])
+        with self.hooks.active(plan):
+            output = self.model(**inputs.model_kwargs(), use_cache=True, logits_to_keep=1)
+        cache = output.past_key_values
+        batch = RunningBatch(sequences, plan, cache, inputs.attention_mask, inputs.next_position,
+                             torch.zeros(len(sequences), dtype=torch.long, device=inputs.attention_mask.device))
+        return batch.keep(self._sample(batch, output.logits[:, -1], prefill_rows=len(sequences)))
+
+    def _decode(self, batch: RunningBatch) -> RunningBatch | None:
+        with self.hooks.active(batch.plan):
+            output = self.model(**batch.step_inputs(), logits_to_keep=1)
+        batch.next_position = batch.next_position + 1
+        return batch.keep(self._sample(batch, output.logits[:, -1], prefill_rows=0))
+
+    def _sample(self, batch: RunningBatch, logits: torch.Tensor, prefill_rows: int) -> list[int]:
+        """Choose, record and announce each row's next token; return the rows that go on."""
+        keep = []
+        with self._wake:
+            cancelled = self._cancelled & {s.id for s in batch.rows}
+            self._cancelled -= cancelled
+        for row, sequence in enumerate(batch.rows):
+            if sequence.id in cancelled:
+                sequence.finish("cancelled")
+                continue
+            try:  # one row's failure (NaN logits from a broken adapter) is that row's alone
+                token = next_token(logits[row], sequence.params, sequence.generator)
+            except Exception as err:  # noqa: BLE001
+                sequence.fail(f"{type(err).__name__}: {err}")
+                continue
+            batch.pending[row] = token
+            sequence.accept(token, self.tokenizer, self.end_ids)
+            if not sequence.finished:
+                keep.append(row)
+        self.observer.on_step(len(batch), len(batch), prefill_rows)
+        return keep
+
+
+def length_groups(sequences: list[Sequence_], slack: float = 1.25) -> list[list[Sequence_]]:
+    """Prefill groups of similar length (prompt + virtual tokens): a batch pads every row to its longest, and a
+    20-token soft prompt beside plain rows would make all of them 20 tokens longer. Groups merge after prefill."""
+    def length(s: Sequence_) -> int:
+        return len(s.prompt_ids) + (s.adapter.body.virtual_tokens() if s.adapter and s.adapter.body else 0)
+
+    groups: list[list[Sequence_]] = []
+    for sequence in sorted(sequences, key=length):
+        if groups and length(sequence) <= slack * length(groups[-1][0]):
+            groups[-1].append(sequence)
+        else:
+            groups.append([sequence])
+    return groups
