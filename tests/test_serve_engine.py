@@ -234,7 +234,7 @@ def test_cancelling_a_waiting_request_and_shutting_down_end_every_request(served
 
 
 def test_prefill_groups_keep_similar_lengths_together(served):
-    from lmtune.serve.engine import length_groups
+    from lmtune.serve.scheduler import length_groups
     from lmtune.serve.requests import Sequence_
 
     engine = served["engine"]

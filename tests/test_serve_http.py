@@ -214,7 +214,8 @@ def test_chat_uses_the_models_chat_template_when_it_has_one(served):
     from lmtune.serve.chat import chat_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(served[0])
-    fake = SimpleNamespace(tokenizer=tokenizer, tokenize=lambda text, **o: tokenizer(text, **o)["input_ids"])
+    fake = SimpleNamespace(tokenizer=tokenizer, prompt_limit=2048,
+                           tokenize=lambda text, limit=None, **o: tokenizer(text, **o)["input_ids"])
 
     def render_chat(tokenizer, messages):
         return chat_prompt(fake, messages, None)[0]

@@ -90,7 +90,6 @@ def create_app(engine, api_keys: list[str] | None = None, metrics: ServeMetrics 
     async def _bug(request: Request, exc: Exception):  # still OpenAI-shaped JSON, never a plain-text 500
         return ApiError(500, f"internal error: {type(exc).__name__}: {exc}", "server_error", "internal_error").response()
 
-
     # -- helpers --
     def adapter_names() -> list[str]:
         names = getattr(engine.store, "names", None)  # cheaper than list(): no per-adapter info
@@ -234,7 +233,7 @@ def create_app(engine, api_keys: list[str] | None = None, metrics: ServeMetrics 
         body = {"status": "ok", "base": engine.base_name, "base_kind": engine.base_kind,
                 "queue_depth": engine.queue_depth()}
         if not engine.alive():
-            failure = getattr(engine, "failure", None) or "the scheduler thread is not running"
+            failure = engine.failure or "the scheduler thread is not running"
             return Response(json.dumps({**body, "status": "dead", "error": failure}), status_code=503,
                             media_type="application/json")
         return body

@@ -20,7 +20,7 @@ def chat_prompt(engine, messages: list[dict], adapter: ServedAdapter | None) -> 
     name = adapter.template if adapter is not None and adapter.template else None
     if name is None and not getattr(tokenizer, "chat_template", None):
         text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
-        return engine.tokenize(text, add_special_tokens=False, **_limit(engine)), []
+        return engine.tokenize(text, add_special_tokens=False, limit=engine.prompt_limit), []
     template = build_template(name or "chat", tokenizer)
     # A template's prompt for one instruction; a chat template sees the whole conversation.
     example = Example(messages[-1]["content"], "", "", "", messages=[*messages, {"role": "assistant", "content": ""}]
@@ -31,10 +31,6 @@ def chat_prompt(engine, messages: list[dict], adapter: ServedAdapter | None) -> 
         raise
     except Exception as err:  # noqa: BLE001 - jinja errors: roles out of order, a template refusing system messages
         raise LmtuneError(f"the model's chat template refused these messages: {err}") from None
-    return engine.tokenize(text, add_special_tokens=template.add_special_tokens, **_limit(engine)), stop_strings(template)
-
-
-def _limit(engine) -> dict:
-    """A huge conversation is refused before it is tokenised (Engine.tokenize's cheap length check)."""
-    limit = getattr(engine, "prompt_limit", None)
-    return {"limit": limit} if isinstance(limit, int) else {}
+    # `limit`: a huge conversation is refused by its length before it is tokenised (Engine.tokenize).
+    ids = engine.tokenize(text, add_special_tokens=template.add_special_tokens, limit=engine.prompt_limit)
+    return ids, stop_strings(template)

@@ -30,7 +30,7 @@ from lmtune.serve.mixed import BatchPlan, DeltaHooks
 from lmtune.serve.requests import ClassifyJob, GenerationEvent, Sequence_
 from lmtune.serve.running import RunningBatch
 from lmtune.serve.sampling import SamplingParams
-from lmtune.serve.scheduler import Scheduler, length_groups  # noqa: F401  (length_groups: re-exported)
+from lmtune.serve.scheduler import Scheduler
 from lmtune.serve.store import AdapterInfo, AdapterStore
 from lmtune.serve.chat import chat_prompt
 from lmtune.serve.classify import forward_heads

@@ -45,7 +45,7 @@ class Study:
     def __init__(self, cfg: StudyConfig, prepare: bool = True):
         self.cfg = cfg
         self.folder = Path(absolute(cfg.output.dir, self.base_dir))
-        self.base = self._trial_base(cfg)  # a bad base config fails here, before anything runs
+        self.base = self._trial_base()  # a bad base config fails here, before anything runs
         self.params: list[Param] = parse_space(cfg.space, self.base)
         self.algorithm = build_algorithm(cfg.algorithm)
         self.algorithm.check(self)
@@ -55,10 +55,11 @@ class Study:
 
             self.folds = prepare_folds(self)
 
-    @staticmethod
-    def _trial_base(cfg: StudyConfig) -> dict[str, Any]:
-        """The base config with the study's defaults: threads split between workers, no per-step progress bar."""
-        base = with_absolute_paths(cfg.base, cfg.base_dir or Path.cwd())
+    def _trial_base(self) -> dict[str, Any]:
+        """The base config with absolute paths and the study's defaults: threads split between workers, no
+        per-step progress bar."""
+        cfg = self.cfg
+        base = with_absolute_paths(cfg.base, self.base_dir)
         train = base.setdefault("train", {})
         if train.get("num_threads") is None:
             cpus = cfg.pbt.cpus_per_trial if cfg.algorithm == "pbt" else (os.cpu_count() or 1) / cfg.workers
