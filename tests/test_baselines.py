@@ -12,15 +12,9 @@ import pytest
 import yaml
 from conftest import tiny_raw_config, write_jsonl
 
-from lmtune.baselines import (
-    baseline_class,
-    baseline_config_class,
-    build_baseline,
-    register_baseline,
-    registered_baselines,
-)
+from lmtune.baselines import BASELINES, register_baseline
 from lmtune.baselines.prompting import LabelPrompts, label_scores
-from lmtune.config.loading import resolve_config
+from lmtune.runconfig import resolve_config
 from lmtune.data.templates import ALPACA, ALPACA_WITH_INPUT
 from lmtune.errors import LmtuneError
 
@@ -30,7 +24,7 @@ RUN_KEYS = {"eval_split", "splits", "trainable_params", "total_params", "trainab
 
 
 def baseline(name: str, **options):
-    return build_baseline(baseline_config_class(name).model_validate({"name": name, **options}))
+    return BASELINES.build(name, BASELINES.config_class(name).model_validate({"name": name, **options}))
 
 
 def run_config(model_dir: Path | str, files: dict, out: Path, **extra):
@@ -42,15 +36,15 @@ def run_config(model_dir: Path | str, files: dict, out: Path, **extra):
 
 
 def test_registry_knows_the_three_and_suggests_close_names():
-    assert set(registered_baselines()) == {"tfidf", "prompting", "scratch"}
+    assert set(BASELINES.all()) == {"tfidf", "prompting", "scratch"}
     with pytest.raises(ValueError, match="did you mean 'tfidf'"):
-        baseline_class("tfdif")
+        BASELINES.get("tfdif")
     with pytest.raises(ValueError, match="registered twice"):
-        register_baseline(baseline_class("tfidf"))
+        register_baseline(BASELINES.get("tfidf"))
     with pytest.raises(ValueError, match="at least one n-gram range"):
-        baseline_config_class("tfidf").model_validate({"name": "tfidf", "word_ngrams": None, "char_ngrams": None})
+        BASELINES.config_class("tfidf").model_validate({"name": "tfidf", "word_ngrams": None, "char_ngrams": None})
     with pytest.raises(ValueError, match="placed|exactly once"):
-        baseline_config_class("prompting").model_validate({"name": "prompting", "template": "{text}"})
+        BASELINES.config_class("prompting").model_validate({"name": "prompting", "template": "{text}"})
 
 
 # ---- tfidf ---------------------------------------------------------------------------------------------------
@@ -196,7 +190,7 @@ def test_prompting_a_generative_task_zero_and_few_shot(tmp_path, instruction_set
 
 def test_few_shot_template_puts_the_demonstrations_first(instruction_setup, tmp_path):
     from lmtune.data.templates import AlpacaTemplate
-    from lmtune.tasks import build_task
+    from lmtune.runconfig import build_task
 
     model, data = instruction_setup
     task = build_task(run_config(model, data, tmp_path, task={"name": "instruction"}, data={"train": str(data["train"])}))

@@ -52,11 +52,11 @@ def test_errors_print_without_traceback(tmp_path, capsys):
 
 
 def test_methods_lists_every_strategy_with_options(capsys):
-    from lmtune.methods import registered_strategies
+    from lmtune.methods import STRATEGIES
 
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
-    for name, cls in registered_strategies().items():
+    for name, cls in STRATEGIES.all().items():
         assert f"{name}  —" in out
         for field in cls.config_cls.model_fields:
             assert field == "name" or f"{field} = " in out

@@ -5,7 +5,7 @@ import yaml
 
 from conftest import ROOT
 
-from lmtune.config import load_config, resolve_config
+from lmtune.runconfig import load_config, resolve_config
 from lmtune.config.loading import parse_overrides
 from lmtune.errors import LmtuneError
 from lmtune.methods.lora import LoraMethodConfig
@@ -22,7 +22,7 @@ def test_yaml_plus_overrides(tmp_path):
 
 
 def test_the_default_method_is_lora_with_its_options():
-    from lmtune.config.schema import RunConfig
+    from lmtune.runconfig import RunConfig
 
     for cfg in (resolve_config({}), RunConfig(), resolve_config({"method": {}})):
         assert isinstance(cfg.method, LoraMethodConfig) and cfg.method.rank == 8
@@ -76,12 +76,13 @@ def test_missing_config_file_and_bad_yaml(tmp_path):
 
 
 def test_every_config_field_is_documented():
-    from lmtune.config.schema import GenerationConfig, RunConfig, StrictModel
-    from lmtune.methods import registered_strategies
-    from lmtune.tasks import registered_tasks
+    from lmtune.config.schema import GenerationConfig, StrictModel
+    from lmtune.runconfig import RunConfig
+    from lmtune.methods import STRATEGIES
+    from lmtune.tasks import TASKS
 
-    classes = {RunConfig, GenerationConfig} | {cls.config_cls for cls in registered_strategies().values()}
-    classes |= {cls.config_cls for cls in registered_tasks().values()}
+    classes = {RunConfig, GenerationConfig} | {cls.config_cls for cls in STRATEGIES.all().values()}
+    classes |= {cls.config_cls for cls in TASKS.all().values()}
     classes |= {f.annotation for f in RunConfig.model_fields.values() if isinstance(f.annotation, type)}
     for cls in classes:
         if isinstance(cls, type) and issubclass(cls, StrictModel):
@@ -114,16 +115,16 @@ def test_example_configs_resolve(example):
 
 
 def test_task_defaults_resolve_into_the_config():
-    from lmtune.tasks import build_task
+    from lmtune.runconfig import resolve
 
     for name, length, metric in (("classification", 128, "accuracy"), ("instruction", 256, "loss"),
                                  ("token_classification", 128, "f1")):
-        cfg = resolve_config({"task": {"name": name}})
-        build_task(cfg).resolve_defaults()
+        # Label tasks read their label set from the training data unless it is given.
+        cfg = resolve(resolve_config({"task": {"name": name}, "data": {"labels": ["O", "B-X"]}}))
         assert (cfg.model.max_length, cfg.eval.metric) == (length, metric)
     cfg = resolve_config({"task": {"name": "instruction"}, "eval": {"metric": "accuracy"}})
     with pytest.raises(LmtuneError, match="cannot pick checkpoints"):
-        build_task(cfg).resolve_defaults()
+        resolve(cfg)
 
 
 def test_overrides_never_write_into_the_callers_config():

@@ -5,8 +5,8 @@ from collections import Counter
 import pytest
 
 from conftest import SHARED_DATA, tiny_raw_config, toy_rows, write_jsonl
-from lmtune.config import resolve_config
-from lmtune.tasks import build_task
+from lmtune.runconfig import resolve_config
+from lmtune.runconfig import build_task
 from lmtune.train import train
 
 MRPC = SHARED_DATA / "glue_mrpc"
@@ -21,7 +21,7 @@ def test_text_pairs_from_mrpc_tsv(tiny_models, toy_data, tmp_path):
     task = build_task(cfg)
     splits = task.load_data()
     assert "Quality" in splits.train.column_names, "the BOM is stripped from the first header"
-    assert cfg.data.labels == ["0", "1"]
+    assert task.cfg.data.labels == ["0", "1"]
     assert any('"' in t for t in MRPC.joinpath("train.tsv").read_text(encoding="utf-8-sig").splitlines()[1:50])
     first = splits.train[0]
     from lmtune.models.loading import load_tokenizer

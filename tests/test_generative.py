@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA, write_jsonl
-from lmtune.config.loading import resolve_config
+from lmtune.runconfig import resolve_config
 from lmtune.data.templates import ALPACA, ALPACA_WITH_INPUT, Example, build_template, record_format, to_example
 from lmtune.errors import LmtuneError
-from lmtune.tasks import build_task
+from lmtune.runconfig import build_task
 from lmtune.train import train
 from lmtune.train.artifacts import load_run
 
@@ -132,9 +132,8 @@ def test_loss_covers_the_response_only_unless_asked(gen_models, gen_data, tmp_pa
 
     for train_on_inputs in (False, True):
         cfg = gen_config(gen_models["llama"], gen_data, tmp_path, {"name": "lora"})
-        cfg.task.train_on_inputs = train_on_inputs
+        cfg = cfg.updated({"task.train_on_inputs": train_on_inputs})
         task = build_task(cfg)
-        task.resolve_defaults()
         model = task.build_model(load_backbone(cfg.model, task.backbone_class))
         row = task.encode(task.load_data().train.select([0]), model.tokenizer)[0]
         tokenizer = model.tokenizer
@@ -148,7 +147,7 @@ def test_loss_covers_the_response_only_unless_asked(gen_models, gen_data, tmp_pa
 
 def test_rows_cut_to_max_length_are_counted(gen_models, gen_data, tmp_path):
     cfg = gen_config(gen_models["llama"], gen_data, tmp_path, {"name": "lora"}, max_steps=1)
-    cfg.model.max_length = 20  # the alpaca prompt alone is longer
+    cfg = cfg.updated({"model.max_length": 20})  # the alpaca prompt alone is longer
     result = train(cfg)
     assert result.metrics["truncated_train_rows"] > 0
 
@@ -185,7 +184,6 @@ def _untrained_loss(cfg, task) -> float:
     from lmtune.models.loading import load_backbone
 
     fresh = build_task(cfg)
-    fresh.resolve_defaults()
     model = fresh.build_model(load_backbone(cfg.model, fresh.backbone_class))
     return fresh.loss(model, fresh.load_data().validation, 16)
 
@@ -218,7 +216,7 @@ def test_batched_generation_equals_one_row_at_a_time(gen_models, gen_data, tmp_p
     task = build_task(result.config)
     rows = [{"instruction": "copy red 1"}, {"instruction": "copy big old new white 7 and more words"}, {"instruction": "copy 2"}]
     batched = task.predict(result.model, rows)
-    task.cfg.task.generation.batch_size = 1
+    task.cfg = task.cfg.updated({"task.generation.batch_size": 1})
     assert [task.predict(result.model, [row])[0] for row in rows] == batched
 
 
@@ -230,7 +228,7 @@ def test_batched_generation_equals_one_row_at_a_time(gen_models, gen_data, tmp_p
 def test_translation_from_parallel_files_reports_sacrebleu_scores(gen_models, gen_data, tmp_path, arch, method):
     data = {"train": gen_data["parallel"], "validation": gen_data["parallel"], "test": gen_data["parallel"]}
     cfg = gen_config(gen_models[arch], data, tmp_path, GENERATIVE_VARIANTS[method], task="translation")
-    cfg.data.max_eval_samples = 10
+    cfg = cfg.updated({"data.max_eval_samples": 10})
     result = train(cfg)
     metrics = result.metrics
     for name in ("bleu", "chrf", "ter"):
@@ -245,7 +243,7 @@ def test_beam_search_and_stop_strings(gen_models, gen_data, tmp_path):
     task = build_task(result.config)
     rows = [{"instruction": "copy red 1"}, {"instruction": "copy blue 2"}]
     greedy = task.predict(result.model, rows)
-    task.cfg.task.generation.num_beams = 3
+    task.cfg = task.cfg.updated({"task.generation.num_beams": 3})
     beams = task.predict(result.model, rows)
     # The reference: transformers' own beam search on the same model, one prompt at a time, no padding.
     from lmtune.evaluate import generation
@@ -263,11 +261,11 @@ def test_beam_search_and_stop_strings(gen_models, gen_data, tmp_path):
                 pad_token_id=result.model.tokenizer.pad_token_id)
         expected = result.model.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
         assert beam["generation"] == expected, (row, beam, expected)
-    task.cfg.task.generation.num_beams = 1
+    task.cfg = task.cfg.updated({"task.generation.num_beams": 1})
     assert all(p["generation"].split() for p in greedy), greedy  # the stop check below needs words to cut at
     first, text = greedy[0]["generation"].split()[0], greedy[0]["generation"]
     stop = text[text.index(first) + len(first):].split()[0] if len(text.split()) > 1 else first
-    task.cfg.task.generation.stop = [stop]
+    task.cfg = task.cfg.updated({"task.generation.stop": [stop]})
     cut = task.predict(result.model, rows[:1])[0]["generation"]
     assert cut == text[: text.index(stop)].strip() and stop not in cut, (text, stop, cut)
 
@@ -326,7 +324,7 @@ def test_random_init_is_the_same_architecture_with_other_weights_and_reloads(gen
     import torch
 
     cfg = gen_config(gen_models["llama"], gen_data, tmp_path, {"name": "lora"}, max_steps=2)
-    cfg.model.init = "random"
+    cfg = cfg.updated({"model.init": "random"})
     result = train(cfg)
     pretrained = gen_config(gen_models["llama"], gen_data, tmp_path, {"name": "lora"})
     from lmtune.models.loading import load_backbone
@@ -347,11 +345,10 @@ def test_a_killed_generative_run_resumes_with_the_task_defaults(gen_models, gen_
 
     cfg = gen_config(gen_models["llama"], gen_data, tmp_path, {"name": "lora"}, max_steps=6, eval_every="steps",
                      eval_steps=2)
-    cfg.model.max_length = None
+    cfg = cfg.updated({"model.max_length": None})
     with pytest.raises(KeyboardInterrupt):
         train(cfg, callbacks=[StopAt(3)])
-    resumed = cfg.model_copy(deep=True)
-    resumed.train.resume = True
+    resumed = cfg.updated({"train.resume": True})
     result = train(resumed)
     assert result.metrics["global_step"] == 6 and result.config.model.max_length == 256
 
@@ -418,7 +415,7 @@ def test_encoder_decoder_batched_generation_equals_one_row(gen_models, gen_data,
     task = build_task(result.config)
     rows = [{"source": "red"}, {"source": "big old new white green"}, {"source": "black blue"}]
     batched = task.predict(result.model, rows)
-    task.cfg.task.generation.batch_size = 1
+    task.cfg = task.cfg.updated({"task.generation.batch_size": 1})
     assert [task.predict(result.model, [row])[0] for row in rows] == batched
 
 

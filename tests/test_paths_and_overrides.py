@@ -13,7 +13,7 @@ from conftest import tiny_raw_config
 
 from lmtune.cli import main
 from lmtune.compare.runner import load_compare_config
-from lmtune.config import load_config
+from lmtune.runconfig import load_config
 from lmtune.config.loading import parse_overrides
 from lmtune.pretrain.config import load_pretrain_config
 

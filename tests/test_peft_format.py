@@ -7,7 +7,7 @@ from peft import PeftModel
 from transformers import AutoModel
 
 from conftest import tiny_raw_config
-from lmtune.config import resolve_config
+from lmtune.runconfig import resolve_config
 from lmtune.train import train
 
 PEFT_METHODS = {

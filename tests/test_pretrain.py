@@ -217,7 +217,7 @@ def test_every_architecture_pretrains_and_its_loss_falls(tmp_path, arch):
 def test_pretrained_folder_reloads_and_fine_tunes_with_lmtune_train(tmp_path, arch, toy_data):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lmtune.config import resolve_config
+    from lmtune.runconfig import resolve_config
     from lmtune.pretrain.perplexity import perplexity_report
     from lmtune.train import train
 

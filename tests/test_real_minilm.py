@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from conftest import SHARED_DATA
-from lmtune.config import resolve_config
+from lmtune.runconfig import resolve_config
 from lmtune.train import train
 
 SST2 = SHARED_DATA / "glue_sst2"

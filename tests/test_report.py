@@ -13,7 +13,8 @@ import pytest
 
 from browser import open_page
 from lmtune.compare.leaderboard import leaderboard_rows, terminal_table, write_leaderboard
-from lmtune.compare.report import slug, write_report
+from lmtune.compare.report import write_report
+from lmtune.html_report import slug
 
 
 

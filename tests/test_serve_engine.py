@@ -42,8 +42,7 @@ def served(gen_models, tmp_path_factory):  # noqa: F811
             (("train", 160, 1), ("validation", 16, 2), ("test", 12, 3))}
     root = folder / "adapters"
     for name, method in ADAPTERS.items():
-        cfg = gen_config(gen_models["llama"], data, root, method)
-        cfg.output.name = name
+        cfg = gen_config(gen_models["llama"], data, root, method).updated({"output.name": name})
         train(cfg)
     return {"root": root, "model": gen_models["llama"], "data": data,
             "engine": Engine(str(gen_models["llama"]), root, EngineConfig(max_batch_size=4))}
@@ -164,7 +163,7 @@ def test_paths_outside_the_root_and_unknown_names_are_refused(served, tmp_path):
 
 def test_an_adapter_for_another_base_is_refused(served, gen_models, tmp_path):  # noqa: F811
     cfg = gen_config(gen_models["gpt2"], served["data"], served["root"] / "elsewhere", {"name": "lora"}, max_steps=1)
-    cfg.output.name = "gpt2-lora"
+    cfg = cfg.updated({"output.name": "gpt2-lora"})
     train(cfg)
     with pytest.raises(LmtuneError, match="trained on base model"):
         served["engine"].store.register("gpt2-lora", "elsewhere/gpt2-lora")

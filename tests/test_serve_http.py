@@ -29,7 +29,7 @@ API_KEY = "test-key-1"
 
 
 def _train(model: Path, data: dict, root: Path, name: str, method: dict, task: str) -> None:
-    from lmtune.config.loading import resolve_config
+    from lmtune.runconfig import resolve_config
     from lmtune.train import train
 
     raw = {

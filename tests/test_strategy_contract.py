@@ -10,13 +10,13 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from lmtune.config import resolve_config
+from lmtune.runconfig import resolve_config
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.evaluator import evaluate_split
-from lmtune.methods import registered_strategies
+from lmtune.methods import STRATEGIES
 from lmtune.models.tiny import ARCHES
 from lmtune.models.loading import load_backbone
-from lmtune.tasks import build_task
+from lmtune.runconfig import build_task
 from lmtune.train import runner, train
 from lmtune.train.artifacts import load_run
 
@@ -60,7 +60,7 @@ def test_unsupported_pairs_are_refused_clearly(tiny_models, toy_data, tmp_path, 
 
 def test_every_registered_strategy_is_in_the_matrix():
     covered = {method["name"] for method, _ in VARIANTS.values()}
-    assert covered == set(registered_strategies()), "add the new strategy to VARIANTS"
+    assert covered == set(STRATEGIES.all()), "add the new strategy to VARIANTS"
 
 
 @pytest.fixture(scope="module")

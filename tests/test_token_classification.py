@@ -19,11 +19,11 @@ from conftest import (
 )
 from transformers import TrainerCallback
 
-from lmtune.config import resolve_config
+from lmtune.runconfig import resolve_config
 from lmtune.data.conll import read_conll, resolve_tag_set
 from lmtune.errors import LmtuneError
 from lmtune.models.loading import load_tokenizer
-from lmtune.tasks import build_task
+from lmtune.runconfig import build_task
 from lmtune.tasks.token_classification import (
     IGNORE,
     align_labels,
@@ -135,12 +135,10 @@ def test_a_sentence_with_fewer_tags_than_tokens_is_refused(tiny_models, tagging_
 
 def test_tag_set_defaults_and_a_split_off_validation(tiny_models, tagging_data, tmp_path):
     cfg = tagging_config(tiny_models["bert"], {"train": tagging_data["train"]}, tmp_path, {"name": "full"})
-    cfg.data.validation_fraction = 0.25
-    task = build_task(cfg)
-    task.resolve_defaults()
+    task = build_task(cfg.updated({"data.validation_fraction": 0.25}))
     splits = task.load_data()
-    assert cfg.eval.metric == "f1" and cfg.model.max_length == 32
-    assert cfg.data.labels == TAGS, "O first, then the other tags sorted"
+    assert task.cfg.eval.metric == "f1" and task.cfg.model.max_length == 32
+    assert task.cfg.data.labels == TAGS, "O first, then the other tags sorted"
     assert (len(splits.train), len(splits.validation)) == (72, 24)
 
 
@@ -230,7 +228,7 @@ def test_tagging_trains_saves_and_predicts(tiny_models, tagging_data, tmp_path, 
 
 def test_words_past_max_length_are_tagged_outside(tiny_models, tagging_data, tmp_path):
     cfg = tagging_config(tiny_models["bert"], tagging_data, tmp_path, {"name": "freeze"}, max_steps=1, eval_every="no")
-    cfg.model.max_length = 6
+    cfg = cfg.updated({"model.max_length": 6})
     result = train(cfg)
     task = build_task(result.config)
     task.load_data()

@@ -72,7 +72,7 @@ def test_quickstart_reviews_are_balanced_varied_and_disjoint():
 
 def test_served_bytes_count_the_serving_form_not_the_training_state(tiny_models, toy_data, tmp_path):
     from conftest import tiny_raw_config
-    from lmtune.config import resolve_config
+    from lmtune.runconfig import resolve_config
     from lmtune.train import train
 
     method = {"name": "p_tuning", "num_virtual_tokens": 4, "encoder_hidden_size": 16}

@@ -77,7 +77,7 @@ def _split_items(items: list[str]) -> tuple[str | None, list[str]]:
 
 
 def _train(args) -> None:
-    from lmtune.config import load_config
+    from lmtune.runconfig import load_config
     from lmtune.train import train
 
     path, overrides = _split_items(args.items)
@@ -89,14 +89,22 @@ def _train(args) -> None:
 def _config(args) -> None:
     import yaml
 
-    from lmtune.config import load_config
+    from lmtune.errors import LmtuneError
+    from lmtune.runconfig import load_config, resolve
 
     path, overrides = _split_items(args.items)
-    print(yaml.safe_dump(load_config(path, overrides).model_dump(mode="json"), sort_keys=False), end="")
+    cfg = load_config(path, overrides)
+    try:
+        cfg, unresolved = resolve(cfg), None  # what `lmtune train` would record
+    except LmtuneError as err:  # e.g. no data yet: the label set is read from it
+        unresolved = str(err)
+    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+    if unresolved:
+        print(f"# defaults not filled in ({unresolved})")
 
 
 def _eval(args) -> None:
-    from lmtune.evaluate.run_eval import evaluate_run, evaluate_run_on_suite, evaluate_untuned
+    from lmtune.train.run_eval import evaluate_run, evaluate_run_on_suite, evaluate_untuned
 
     overrides = list(args.overrides)
     if args.run_dir and "=" in args.run_dir:  # `lmtune eval --base m key=value`: the first override lands here

@@ -7,22 +7,6 @@ subclass decorated with `@register_baseline`, then import it below.
 
 # Each import registers one baseline.
 from lmtune.baselines import prompting, scratch, tfidf  # noqa: F401
-from lmtune.baselines.base import (
-    Baseline,
-    BaselineConfig,
-    baseline_class,
-    baseline_config_class,
-    build_baseline,
-    register_baseline,
-    registered_baselines,
-)
+from lmtune.baselines.base import BASELINES, Baseline, BaselineConfig, register_baseline
 
-__all__ = [
-    "Baseline",
-    "BaselineConfig",
-    "baseline_class",
-    "baseline_config_class",
-    "build_baseline",
-    "register_baseline",
-    "registered_baselines",
-]
+__all__ = ["BASELINES", "Baseline", "BaselineConfig", "register_baseline"]

@@ -13,7 +13,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from lmtune.config.schema import RunConfig, StrictModel
+from lmtune.config.schema import StrictModel
+from lmtune.runconfig import RunConfig
 from lmtune.registry import Registry
 from lmtune.errors import LmtuneError
 from lmtune.io import write_json, write_yaml
@@ -51,20 +52,20 @@ class Baseline(ABC):
 
     # ---- shared steps for baselines that do not train through the Trainer --------------------------------------
 
-    def check_task(self, task: Task) -> None:
-        """Refuse a task this baseline cannot run, before any data or model is read."""
+    def check_task(self, task: type[Task]) -> None:
+        """Refuse a task (its class) this baseline cannot run, before any data or model is read."""
 
     def prepare(self, run_cfg: RunConfig, out_dir: Path) -> tuple[RunConfig, Task, Splits]:
-        """A private copy of the config with the task's defaults filled, the task, and its checked data."""
-        from lmtune.tasks import build_task
+        """The resolved config (every default filled), the task, and its checked data."""
+        from lmtune.runconfig import resolve
+        from lmtune.tasks import TASKS
         from lmtune.train.runner import configure_threads
 
-        cfg = run_cfg.model_copy(deep=True)
+        self.check_task(TASKS.get(run_cfg.task.name))
+        cfg = resolve(run_cfg)
         _prepare_out_dir(Path(out_dir), cfg.output.overwrite)
         configure_threads(cfg.train.num_threads)
-        task = build_task(cfg)
-        task.resolve_defaults()
-        self.check_task(task)
+        task = TASKS.build(cfg.task.name, cfg)
         return cfg, task, task.load_data()
 
     def write_config(self, cfg: RunConfig, out_dir: Path) -> Path:
@@ -110,25 +111,5 @@ def evaluation_splits(splits: Splits) -> dict[str, Any]:
     return {"validation": splits.validation, **({"test": splits.test} if splits.test is not None else {})}
 
 
-_BASELINES: Registry[Baseline] = Registry("baseline")
-
-
-def register_baseline(cls: type[Baseline]) -> type[Baseline]:
-    """Class decorator: the one line that makes a baseline known to `lmtune compare`."""
-    return _BASELINES.register(cls)
-
-
-def registered_baselines() -> dict[str, type[Baseline]]:
-    return _BASELINES.all()
-
-
-def baseline_class(name: str) -> type[Baseline]:
-    return _BASELINES.get(name)
-
-
-def baseline_config_class(name: str) -> type[BaselineConfig]:
-    return baseline_class(name).config_cls
-
-
-def build_baseline(cfg: BaselineConfig) -> Baseline:
-    return baseline_class(cfg.name)(cfg)
+BASELINES: Registry[Baseline] = Registry("baseline")
+register_baseline = BASELINES.register

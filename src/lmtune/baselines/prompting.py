@@ -27,7 +27,7 @@ from lmtune.baselines.base import (
     evaluation_splits,
     register_baseline,
 )
-from lmtune.config.schema import RunConfig
+from lmtune.runconfig import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.metrics import classification_metrics
 from lmtune.evaluate.predictions import take_predictions
@@ -75,7 +75,7 @@ class Prompting(Baseline):
     summary = "the untuned model prompted zero- or few-shot; nothing trains"
 
     def check_task(self, task) -> None:
-        if not isinstance(task, (ClassificationTask, GenerativeTask)):
+        if not issubclass(task, (ClassificationTask, GenerativeTask)):
             raise LmtuneError(
                 f"the prompting baseline does not apply to the {task.name} task (a tag per word is no prompt "
                 "completion); it works for classification, instruction and translation"
@@ -83,7 +83,7 @@ class Prompting(Baseline):
 
     def run(self, run_cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
         cfg, task, splits = self.prepare(run_cfg, out_dir)
-        cfg.model.max_length *= self.cfg.shots + 1  # each demonstration gets the budget of one input
+        cfg = cfg.updated({"model.max_length": cfg.model.max_length * (self.cfg.shots + 1)})  # a budget per demonstration
         self.write_config(cfg, out_dir)
         with PeakMemory() as peak:
             started = time.perf_counter()

@@ -19,23 +19,24 @@ from lmtune.baselines.base import (
     BaselineConfig,
     register_baseline,
 )
-from lmtune.config.schema import RunConfig
+from lmtune.runconfig import RunConfig
 from lmtune.io import write_json
+from lmtune.methods.full import Full
 
 
 class ScratchConfig(BaselineConfig):
     name: Literal["scratch"] = "scratch"
     """The backbone's architecture from random weights, trained with the comparison's training settings."""
-    method: dict[str, Any] = Field(default_factory=lambda: {"name": "full"})
+    method: dict[str, Any] = Field(default_factory=lambda: {"name": Full.name})
     """The strategy that trains the random weights; `full` by default: every weight trains, as pre-training
     would have (an adapter on random weights measures little)."""
 
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from lmtune.methods import method_config_class
+        from lmtune.methods import STRATEGIES
 
-        return method_config_class(value.get("name", "full")).model_validate(value).model_dump(mode="json")
+        return STRATEGIES.config_class(value.get("name", Full.name)).model_validate(value).model_dump(mode="json")
 
 
 @register_baseline
@@ -46,14 +47,15 @@ class Scratch(Baseline):
 
     def run_config(self, run_cfg: RunConfig, out_dir: Path) -> RunConfig:
         """The comparison's run config with random weights and this baseline's strategy, run in `out_dir`."""
-        cfg = run_cfg.model_copy(deep=True)
-        cfg.model.init = "random"
-        cfg.method = dict(self.cfg.method)  # validated by the strategy registry on assignment
-        cfg.output.dir, cfg.output.name = str(out_dir.parent), out_dir.name
         killed = out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / METRICS_FILE).is_file()
-        if killed and not cfg.output.overwrite:
-            cfg.train.resume = True  # a killed scratch run continues from its last checkpoint, as strategies do
-        return cfg
+        return run_cfg.updated({
+            "model.init": "random",
+            "method": dict(self.cfg.method),
+            "output.dir": str(out_dir.parent),
+            "output.name": out_dir.name,
+            # A killed scratch run continues from its last checkpoint, as strategies do.
+            "train.resume": run_cfg.train.resume or (killed and not run_cfg.output.overwrite),
+        })
 
     def run(self, run_cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
         from lmtune.train import train

@@ -19,7 +19,7 @@ from lmtune.baselines.base import (
     evaluation_splits,
     register_baseline,
 )
-from lmtune.config.schema import RunConfig
+from lmtune.runconfig import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.metrics import classification_metrics
 from lmtune.train.memory import PeakMemory
@@ -71,7 +71,7 @@ class Tfidf(Baseline):
     def check_task(self, task) -> None:
         from lmtune.tasks.classification import ClassificationTask
 
-        if not isinstance(task, ClassificationTask):
+        if not issubclass(task, ClassificationTask):
             raise LmtuneError(
                 f"the tfidf baseline classifies texts: it needs task.name=classification, not {task.name}; "
                 "drop it from this comparison (prompting and scratch work for every task)"

@@ -65,11 +65,11 @@ class CompareConfig(StrictModel):
     @field_validator("baselines")
     @classmethod
     def _known_baselines(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from lmtune.baselines import baseline_config_class
+        from lmtune.baselines import BASELINES
 
         for raw in value:
             options = {k: v for k, v in raw.items() if k != "label"}
-            baseline_config_class(raw.get("name", "")).model_validate(options)  # fail now, not after an hour of training
+            BASELINES.config_class(raw.get("name", "")).model_validate(options)  # fail now, not after an hour of training
         return value
 
 

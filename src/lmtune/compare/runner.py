@@ -15,7 +15,8 @@ from pydantic import ValidationError
 from tqdm.auto import tqdm
 
 from lmtune.compare.config import CompareConfig, Entry, expand
-from lmtune.config.loading import apply_overrides, explain, read_yaml, resolve_config, with_absolute_paths
+from lmtune.config.loading import apply_overrides, explain, read_yaml
+from lmtune.runconfig import resolve_config, with_absolute_paths
 from lmtune.config.paths import resolve_paths
 from lmtune.errors import LmtuneError
 from lmtune.io import write_yaml
@@ -43,14 +44,14 @@ def load_compare_config(path: str | Path | None, overrides: list[str]) -> Compar
         cfg = CompareConfig.model_validate(raw)
     except ValidationError as err:
         raise LmtuneError(explain(err, raw, CompareConfig).replace("invalid config", "invalid compare config")) from None
-    cfg.base = with_absolute_paths(cfg.base, Path.cwd())  # a bad base config fails before anything runs
+    cfg = cfg.updated({"base": with_absolute_paths(cfg.base, Path.cwd())})  # a bad base config fails before anything runs
     return resolve_paths(cfg)
 
 
 def run_compare(cfg: CompareConfig) -> CompareResult:
     from lmtune.compare.leaderboard import leaderboard_rows, terminal_table, write_leaderboard
     from lmtune.compare.report import write_report
-    from lmtune.tasks import build_task
+    from lmtune.tasks import TASKS
 
     try:
         entries = expand(cfg)
@@ -59,7 +60,7 @@ def run_compare(cfg: CompareConfig) -> CompareResult:
     folder = Path(cfg.output.dir)
     folder.mkdir(parents=True, exist_ok=True)
     write_yaml(folder / "compare.yaml", cfg.model_dump(mode="json"))
-    task = build_task(resolve_config(dict(cfg.base)))
+    task = TASKS.get(resolve_config(dict(cfg.base)).task.name)  # its headline metric ranks the entries
     results = []
     overall = tqdm(entries, desc="compare", unit="entry", position=0)
     for number, entry in enumerate(overall, 1):
@@ -101,9 +102,9 @@ def _run(cfg: CompareConfig, entry: Entry, out: Path) -> None:
         resume = ["train.resume=true"] if out.is_dir() and any(out.iterdir()) else []  # a killed entry continues
         train(resolve_config(dict(cfg.base), [*entry.overrides, *placement, *resume]))
         return
-    from lmtune.baselines import baseline_config_class, build_baseline
+    from lmtune.baselines import BASELINES
 
-    baseline = build_baseline(baseline_config_class(entry.baseline["name"]).model_validate(entry.baseline))
+    baseline = BASELINES.build(entry.baseline["name"], BASELINES.config_class(entry.baseline["name"]).model_validate(entry.baseline))
     baseline.run(resolve_config(dict(cfg.base), placement), out)
 
 

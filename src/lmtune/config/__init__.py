@@ -1,13 +1,13 @@
-"""Run configuration: typed pydantic models, YAML files and `a.b=c` overrides."""
+"""Config sections (typed pydantic models), YAML files and `a.b=c` overrides. The bottom layer: it imports nothing
+from lmtune but `lmtune.errors`; the assembled RunConfig is `lmtune.runconfig`."""
 
-from lmtune.config.loading import load_config, parse_overrides, resolve_config
+from lmtune.config.loading import parse_overrides
 from lmtune.config.schema import (
     DataConfig,
     EvalConfig,
     MethodConfig,
     ModelConfig,
     OutputConfig,
-    RunConfig,
     StrictModel,
     TaskConfig,
     TrainConfig,
@@ -19,11 +19,8 @@ __all__ = [
     "MethodConfig",
     "ModelConfig",
     "OutputConfig",
-    "RunConfig",
     "StrictModel",
     "TaskConfig",
     "TrainConfig",
-    "load_config",
     "parse_overrides",
-    "resolve_config",
 ]

@@ -1,9 +1,11 @@
-"""YAML file + `a.b=c` overrides → a validated RunConfig, with errors that say what to type instead."""
+"""YAML files and `a.b=c` overrides → raw config dicts, and validation errors that say what to type instead.
+
+Generic over the config class: `lmtune.runconfig` applies it to RunConfig, tune and compare to their own.
+"""
 
 from __future__ import annotations
 
 import copy
-import difflib
 import re
 import typing
 from pathlib import Path
@@ -12,9 +14,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from lmtune.config.paths import path_updates, resolve_paths
-from lmtune.config.schema import RunConfig
-from lmtune.errors import LmtuneError
+from lmtune.config.schema import set_dotted
+from lmtune.errors import LmtuneError, did_you_mean
+
+__all__ = ["ConfigLoader", "apply_overrides", "explain", "load_yaml_text", "model_at", "parse_overrides",
+           "read_yaml", "set_dotted", "walk"]
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -55,31 +59,6 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def set_dotted(raw: dict, path: list[str], value: Any) -> None:
-    """raw[a][b][c] = value for path [a, b, c], making the sections on the way."""
-    node = raw
-    for i, part in enumerate(path[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            where = ".".join(path[: i + 1])
-            raise LmtuneError(f"override {'.'.join(path)}: {where} is a value, not a section")
-        node = child
-    node[path[-1]] = value
-
-
-def with_absolute_paths(raw: dict, base_dir: str | Path) -> dict:
-    """A copy of the raw run config `raw` whose relative paths are absolute against `base_dir`: what a study or a
-    comparison hands to trials that may run in another working directory."""
-    try:
-        cfg = RunConfig.model_validate(copy.deepcopy(raw))
-    except ValidationError as err:
-        raise LmtuneError(explain(err, raw)) from None
-    raw = copy.deepcopy(raw)
-    for key, value in path_updates(cfg, base_dir).items():
-        set_dotted(raw, key.split("."), value)
-    return raw
-
-
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -93,67 +72,78 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
-def resolve_config(raw: dict, overrides: list[str] | None = None, base_dir: str | Path | None = None) -> RunConfig:
-    """Validate `raw` plus overrides; relative paths become absolute against `base_dir` (default: the working
-    directory, where the user ran lmtune; see config/paths.py)."""
-    raw = apply_overrides(dict(raw), overrides or [])
-    try:
-        cfg = RunConfig.model_validate(raw)
-    except ValidationError as err:
-        raise LmtuneError(explain(err, raw)) from None
-    return resolve_paths(cfg, base_dir)
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    return resolve_config(read_yaml(path) if path else {}, overrides)
-
-
-def explain(err: ValidationError, raw: dict, root: type[BaseModel] = RunConfig) -> str:
+def explain(err: ValidationError, raw: dict, root: type[BaseModel]) -> str:
+    """A validation error as lines a user can act on: where (dotted), what, and for unknown keys the known ones."""
     lines = ["invalid config:"]
     for item in err.errors():
-        loc = [str(part) for part in item["loc"]]
+        loc, model = walk([str(part) for part in item["loc"]], raw, root)
         where = ".".join(loc) or "(top level)"
         if item["type"] == "extra_forbidden":
-            lines.append(f"  {where}: unknown key{_suggestion(loc, raw, root)}")
+            lines.append(f"  {where}: unknown key{_suggestion(loc[-1], model)}")
         else:
             message = item["msg"].removeprefix("Value error, ")
             lines.append(f"  {where}: {message} (got {item.get('input')!r})")
     return "\n".join(lines)
 
 
-def _suggestion(loc: list[str], raw: dict, root: type[BaseModel]) -> str:
-    section = model_at(loc[:-1], raw, root)
+def _suggestion(key: str, section: type[BaseModel] | None) -> str:
     if section is None:
         return ""
     known = list(section.model_fields)
-    close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.5)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"{hint} Known keys here: {', '.join(known)}"
+    suggestion = did_you_mean(key, known)
+    return f"; {suggestion} Known keys here: {', '.join(known)}" if suggestion else f". Known keys here: {', '.join(known)}"
 
 
-def model_at(loc: list[str], raw: dict, root: type[BaseModel] = RunConfig) -> type[BaseModel] | None:
-    """The config class that validates the section at `loc` (method and task classes come from their registries)."""
-    from lmtune.methods import method_config_class
-    from lmtune.tasks import task_config_class
-
-    registries = {"method": (method_config_class, "lora"), "task": (task_config_class, "classification")}
-    model: type[BaseModel] = root
-    node: Any = raw
-    for part in loc:
-        node = node.get(part, {}) if isinstance(node, dict) else {}
-        if model is RunConfig and part in registries:
-            config_class, default = registries[part]
-            try:
-                model = config_class(node.get("name", default))
-            except ValueError:
-                return None
-            continue
-        field = model.model_fields.get(part)
-        annotation = _base_model_of(field.annotation) if field else None
-        if annotation is None:
-            return None
-        model = annotation
+def model_at(loc: list[str], raw: dict, root: type[BaseModel]) -> type[BaseModel] | None:
+    """The config class that validates the section at dotted `loc` of `raw` (for a union section such as
+    `method`, the member its `name` picks)."""
+    _, model = walk(loc + ["*"], raw, root)
     return model
+
+
+def walk(loc: list[str], raw: dict, root: type[BaseModel]) -> tuple[list[str], type[BaseModel] | None]:
+    """Follow an error location down the config classes: the location as the user wrote it (pydantic adds a
+    discriminated union's tag, `method.lora.rank`; the user wrote `method.rank`) and the class of the section
+    holding its last key (None where the path leaves the config classes)."""
+    shown: list[str] = []
+    model: type[BaseModel] | None = root
+    node: Any = raw
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        shown.append(part)
+        field = model.model_fields.get(part) if model is not None and parts else None
+        if field is None:
+            if parts:
+                model = None
+            continue
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+        members = _union_members(field)
+        if members:
+            tag = node.get(field.discriminator, _default_tag(field)) if isinstance(node, dict) else None
+            if parts and parts[0] in members:  # pydantic's tag in the location
+                tag = parts.pop(0)
+            model = members.get(tag)
+        else:
+            model = _base_model_of(field.annotation)
+    return shown, model
+
+
+def _union_members(field) -> dict[str, type[BaseModel]]:
+    """Tag → class for a field that is a union discriminated by a literal `name`."""
+    if not field.discriminator:
+        return {}
+    members = {}
+    for cls in typing.get_args(field.annotation):
+        literal = cls.model_fields[field.discriminator].annotation
+        for tag in typing.get_args(literal):
+            members[tag] = cls
+    return members
+
+
+def _default_tag(field) -> str | None:
+    default = field.get_default(call_default_factory=True)
+    return getattr(default, field.discriminator, None)
 
 
 def _base_model_of(annotation: Any) -> type[BaseModel] | None:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
+
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -51,16 +53,11 @@ def path_updates(model: BaseModel, base_dir: str | Path, prefix: str = "") -> di
     return updates
 
 
-def resolve_paths(model: BaseModel, base_dir: str | Path | None = None) -> BaseModel:
-    """`model` with every relative path made absolute against `base_dir` (the working directory by default)."""
-    base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
-    for key, value in path_updates(model, base_dir).items():
-        *sections, leaf = key.split(".")
-        node = model
-        for section in sections:
-            node = getattr(node, section)
-        setattr(node, leaf, value)
-    return model
+def resolve_paths(model: M, base_dir: str | Path | None = None) -> M:
+    """A copy of `model` (a StrictModel) with every relative path made absolute against `base_dir` (the working
+    directory by default)."""
+    updates = path_updates(model, Path(base_dir) if base_dir is not None else Path.cwd())
+    return model.updated(updates) if updates else model  # type: ignore[attr-defined]
 
 
 def _resolve(value: Any, marker: LocalPath, owner: BaseModel, base_dir: str | Path) -> Any:

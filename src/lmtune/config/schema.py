@@ -1,19 +1,47 @@
-"""The run configuration. Every field has a docstring: `lmtune methods` and `lmtune config --help` print them."""
+"""The sections of a run configuration. Every field has a docstring: `lmtune methods` and `lmtune config --help`
+print them.
+
+This package is the bottom layer: it imports nothing from lmtune but `lmtune.errors`. The assembled `RunConfig`
+(whose `method` and `task` are unions over the registered strategies and tasks) lives in `lmtune.runconfig`, one
+layer above the strategies and tasks.
+"""
 
 from __future__ import annotations
 
 from pathlib import PurePath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lmtune.config.paths import LocalPath
+from lmtune.errors import LmtuneError
 
 
 class StrictModel(BaseModel):
-    """Base of every config section: unknown keys are errors, field docstrings become descriptions."""
+    """Base of every config section: unknown keys are errors, field docstrings become descriptions, and a
+    validated config is frozen (a default filled in later, in place, would make the saved config lie); a changed
+    copy comes from `updated`."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+    def updated(self, changes: dict[str, Any]) -> Self:
+        """A validated copy with dotted keys changed: `cfg.updated({"train.learning_rate": 1e-3})`."""
+        raw = self.model_dump()
+        for key, value in changes.items():
+            set_dotted(raw, key.split("."), value)
+        return type(self).model_validate(raw)
+
+
+def set_dotted(raw: dict, path: list[str], value: Any) -> None:
+    """raw[a][b][c] = value for path [a, b, c], making the sections on the way."""
+    node = raw
+    for i, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(path[: i + 1])
+            raise LmtuneError(f"override {'.'.join(path)}: {where} is a value, not a section")
+        node = child
+    node[path[-1]] = value
 
 
 class ModelConfig(StrictModel):
@@ -70,7 +98,7 @@ class DataConfig(StrictModel):
 class TaskConfig(StrictModel):
     """Base of every task's config; each task file defines its own subclass with a `name` literal."""
 
-    name: str = "classification"
+    name: str
     """What the model learns to do: `classification` (a label per text or pair), `instruction` (generate a
     response; math and commonsense answers are extracted and scored), `translation`, `token_classification`."""
 
@@ -91,7 +119,7 @@ class GenerationConfig(StrictModel):
 class MethodConfig(StrictModel):
     """Base of every strategy's config; each strategy file defines its own subclass with a `name` literal."""
 
-    name: str = "lora"
+    name: str
     """The fine-tuning strategy; `lmtune methods` lists them all."""
 
 
@@ -168,50 +196,3 @@ class OutputConfig(StrictModel):
             raise ValueError("output.name names the run's folder inside output.dir: not empty, '.', '..' or an "
                              "absolute path (set output.dir to put runs somewhere else)")
         return value
-
-
-class RunConfig(StrictModel):
-    """One fine-tuning run: which backbone, which data, which task, which strategy, how to train."""
-
-    model: ModelConfig = ModelConfig()
-    """The pretrained backbone."""
-    data: DataConfig = DataConfig()
-    """Where the data is and which columns hold what."""
-    task: SerializeAsAny[TaskConfig] = Field(default_factory=lambda: {"name": "classification"}, validate_default=True)
-    """What the model learns to do (`task.name` picks it; classification when not given)."""
-    method: SerializeAsAny[MethodConfig] = Field(default_factory=lambda: {"name": "lora"}, validate_default=True)
-    """The fine-tuning strategy and its options (`method.name` picks it; LoRA when not given)."""
-    train: TrainConfig = TrainConfig()
-    """Optimisation and checkpointing."""
-    eval: EvalConfig = EvalConfig()
-    """Evaluation settings."""
-    output: OutputConfig = OutputConfig()
-    """Where the run directory goes."""
-
-    @field_validator("method", mode="before")
-    @classmethod
-    def _strategy_config(cls, value: Any) -> Any:
-        # The strategy registry decides which config class validates `method`, so new strategies need no edit here.
-        from lmtune.methods import method_config_class
-
-        return _registered_section(value, MethodConfig, method_config_class, "lora", "method", "{name: lora, rank: 8}")
-
-    @field_validator("task", mode="before")
-    @classmethod
-    def _task_config(cls, value: Any) -> Any:
-        from lmtune.tasks import task_config_class
-
-        return _registered_section(value, TaskConfig, task_config_class, "classification", "task", "{name: instruction}")
-
-    def run_dir_name(self) -> str:
-        return self.output.name or self.method.name
-
-
-def _registered_section(value: Any, base: type[StrictModel], config_class, default: str, section: str, example: str) -> Any:
-    """Validate a section whose `name` picks the config class from a registry (strategies, tasks)."""
-    if isinstance(value, base) and type(value) is not base:
-        return value
-    raw = value.model_dump() if isinstance(value, base) else value
-    if not isinstance(raw, dict):
-        raise ValueError(f"{section} must be a mapping such as {example}")
-    return config_class(raw.get("name", default)).model_validate(raw)

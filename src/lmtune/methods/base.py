@@ -59,25 +59,5 @@ class Strategy(ABC):
         return None
 
 
-_STRATEGIES: Registry[Strategy] = Registry("method", "methods")
-
-
-def register_strategy(cls: type[Strategy]) -> type[Strategy]:
-    """Class decorator: the one line that makes a strategy known to the config, the CLI and the tests."""
-    return _STRATEGIES.register(cls)
-
-
-def registered_strategies() -> dict[str, type[Strategy]]:
-    return _STRATEGIES.all()
-
-
-def strategy_class(name: str) -> type[Strategy]:
-    return _STRATEGIES.get(name)
-
-
-def method_config_class(name: str) -> type[MethodConfig]:
-    return strategy_class(name).config_cls
-
-
-def build_strategy(cfg: MethodConfig) -> Strategy:
-    return strategy_class(cfg.name)(cfg)
+STRATEGIES: Registry[Strategy] = Registry("method", "methods", default="lora")
+register_strategy = STRATEGIES.register

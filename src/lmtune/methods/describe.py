@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from lmtune.methods.base import registered_strategies
+from lmtune.methods.base import STRATEGIES
 
 
 def describe_methods() -> str:
     lines = []
-    for name, cls in sorted(registered_strategies().items()):
+    for name, cls in sorted(STRATEGIES.all().items()):
         strategy = cls(cls.config_cls())
         lines.append(f"{name}  —  {strategy.describe()}")
         lines.append(f"    served as: {strategy.serve_kind}; default learning rate: {strategy.default_learning_rate:g}")

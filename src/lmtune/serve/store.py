@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmtune.errors import LmtuneError
+from lmtune.errors import LmtuneError, did_you_mean
 from lmtune.serve.artifact import describe, is_adapter_folder
 from lmtune.serve.forms import ServedAdapter
 
@@ -148,9 +148,6 @@ class AdapterStore:
             return [self.info(n) for n in self.names()]
 
     def _unknown(self, name: str) -> str:
-        import difflib
-
-        close = difflib.get_close_matches(name, self.names(), n=1, cutoff=0.5)
-        hint = f" did you mean {close[0]!r}?" if close else ""
+        suggestion = did_you_mean(name, self.names())
         known = ", ".join(self.names()[:20]) or "none"
-        return f"unknown adapter {name!r}.{hint} Known adapters: {known}"
+        return f"unknown adapter {name!r}. {suggestion + ' ' if suggestion else ''}Known adapters: {known}"

@@ -4,9 +4,9 @@ To add one: write `tasks/<name>.py` with a config class (`name: Literal["<name>"
 decorated with `@register_task`, then import it below.
 """
 
-from lmtune.tasks.base import Task, TaskModel, build_task, register_task, registered_tasks, task_class, task_config_class
+from lmtune.tasks.base import TASKS, Task, TaskModel, register_task
 
 # Each import registers one task.
 from lmtune.tasks import classification, instruction, token_classification, translation  # noqa: E402,F401
 
-__all__ = ["Task", "TaskModel", "build_task", "register_task", "registered_tasks", "task_class", "task_config_class"]
+__all__ = ["TASKS", "Task", "TaskModel", "register_task"]

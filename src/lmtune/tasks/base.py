@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from lmtune.config.schema import RunConfig, TaskConfig
+from lmtune.config.schema import TaskConfig
 from lmtune.registry import Registry
 from lmtune.data.splits import Splits
 from lmtune.errors import LmtuneError
 
 if TYPE_CHECKING:
     from lmtune.models.loading import Backbone
+    from lmtune.runconfig import RunConfig
 
 
 class TaskModel(nn.Module):
@@ -75,15 +76,17 @@ class Task(ABC):
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
 
-    def resolve_defaults(self) -> None:
-        """Fill the config's task-dependent defaults (length, checkpoint metric), so the saved config is explicit."""
-        self.cfg.model.max_length = self.cfg.model.max_length or self.default_max_length
-        self.cfg.eval.metric = self.cfg.eval.metric or self.default_metric
-        if self.cfg.eval.metric not in self.checkpoint_metrics:
+    def defaults(self) -> dict[str, Any]:
+        """The task-dependent defaults of an unresolved config, as dotted keys (`lmtune.runconfig.resolve` fills
+        them once, so the saved config is explicit): max length and checkpoint metric here; tasks with a label set
+        add it (read from the training data)."""
+        metric = self.cfg.eval.metric or self.default_metric
+        if metric not in self.checkpoint_metrics:
             raise LmtuneError(
-                f"eval.metric={self.cfg.eval.metric!r} cannot pick checkpoints for the {self.name} task; "
+                f"eval.metric={metric!r} cannot pick checkpoints for the {self.name} task; "
                 f"use one of {', '.join(self.checkpoint_metrics)}"
             )
+        return {"model.max_length": self.cfg.model.max_length or self.default_max_length, "eval.metric": metric}
 
     def trainer_metrics(self):
         """What the Trainer computes from predictions at each evaluation; None means the loss alone (generative
@@ -149,25 +152,5 @@ class Task(ABC):
             model.head.load_state_dict(load_file(str(directory / "head.safetensors")))
 
 
-_TASKS: Registry[Task] = Registry("task")
-
-
-def register_task(cls: type[Task]) -> type[Task]:
-    """Class decorator: the one line that makes a task known to the config and the CLI."""
-    return _TASKS.register(cls)
-
-
-def registered_tasks() -> dict[str, type[Task]]:
-    return _TASKS.all()
-
-
-def task_class(name: str) -> type[Task]:
-    return _TASKS.get(name)
-
-
-def task_config_class(name: str) -> type[TaskConfig]:
-    return task_class(name).config_cls
-
-
-def build_task(cfg: RunConfig) -> Task:
-    return task_class(cfg.task.name)(cfg)
+TASKS: Registry[Task] = Registry("task", default="classification")
+register_task = TASKS.register

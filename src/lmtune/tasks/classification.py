@@ -56,19 +56,30 @@ class ClassificationTask(Task):
     @property
     def labels(self) -> list[str]:
         if not self.cfg.data.labels:
-            raise RuntimeError("load_data() resolves the label set first")
+            raise RuntimeError("lmtune.runconfig.resolve() fills the label set first")
         return self.cfg.data.labels
+
+    def defaults(self) -> dict[str, Any]:
+        # The resolved config records the label order the head is built with (sorted training labels by default).
+        if self.cfg.data.labels:
+            return super().defaults()
+        return {**super().defaults(), "data.labels": resolve_label_set(self._train_labels(self._read_train()), None)}
+
+    def _read_train(self):
+        if self.cfg.data.train is None:
+            raise LmtuneError("no training data: set data.train to a jsonl/json/csv/tsv file")
+        train = read_split(self.cfg.data, "train")
+        self._check_columns(train, "train")
+        return train
+
+    def _train_labels(self, train) -> list[str]:
+        return label_values(train, self.cfg.data.label_column, "train")
 
     def load_data(self) -> Splits:
         data, seed = self.cfg.data, self.cfg.train.seed
-        if data.train is None:
-            raise LmtuneError("no training data: set data.train to a jsonl/json/csv/tsv file")
-        train = read_split(data, "train")
-        self._check_columns(train, "train")
-        train_labels = label_values(train, data.label_column, "train")
-        label_set = resolve_label_set(train_labels, data.labels)
-        check_labels(train_labels, label_set, "train")
-        self.cfg.data.labels = label_set  # the resolved config records the label order the head was built with
+        train = self._read_train()
+        train_labels = self._train_labels(train)
+        check_labels(train_labels, resolve_label_set(train_labels, self.labels), "train")
         if data.max_train_samples:
             train = stratified_sample(train, train_labels, data.max_train_samples, seed)
             train_labels = label_values(train, data.label_column, "train")

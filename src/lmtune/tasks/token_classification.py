@@ -142,16 +142,24 @@ class TokenClassificationTask(Task):
     @property
     def tags(self) -> list[str]:
         if not self.cfg.data.labels:
-            raise RuntimeError("load_data() resolves the tag set first")
+            raise RuntimeError("lmtune.runconfig.resolve() fills the tag set first")
         return self.cfg.data.labels
+
+    def defaults(self) -> dict[str, Any]:
+        # The resolved config records the tag order the head is built with (`O` first, then sorted).
+        if self.cfg.data.labels:
+            return super().defaults()
+        return {**super().defaults(), "data.labels": resolve_tag_set(self._read_train()[TAGS], None)}
+
+    def _read_train(self):
+        if self.cfg.data.train is None:
+            raise LmtuneError("no training data: set data.train to a CoNLL file (token<TAB>tag lines) or a jsonl file with tokens/tags lists")
+        return self._read("train")
 
     def load_data(self) -> Splits:
         data, seed = self.cfg.data, self.cfg.train.seed
-        if data.train is None:
-            raise LmtuneError("no training data: set data.train to a CoNLL file (token<TAB>tag lines) or a jsonl file with tokens/tags lists")
-        train = self._read("train")
-        self.cfg.data.labels = resolve_tag_set(train[TAGS], data.labels)  # the saved config records the head's order
-        check_tags(train, self.tags, "train")
+        train = self._read_train()
+        check_tags(train, resolve_tag_set(train[TAGS], self.tags), "train")
         if data.max_train_samples:
             train = stratified_sample(train, _one_class(train), data.max_train_samples, seed)
         validation = self._read("validation")

@@ -6,12 +6,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmtune.config.loading import apply_overrides, resolve_config
-from lmtune.config.schema import RunConfig
+from lmtune.config.loading import apply_overrides
+
+from lmtune.runconfig import RunConfig, resolve, resolve_config
 from lmtune.errors import LmtuneError
-from lmtune.methods import Strategy, build_strategy
+from lmtune.methods import STRATEGIES, Strategy
 from lmtune.models.loading import load_backbone
-from lmtune.tasks import Task, TaskModel, build_task
+from lmtune.tasks import TASKS, Task, TaskModel
 from lmtune.train import rundir
 
 
@@ -37,11 +38,11 @@ def load_run(run_dir: str | Path, overrides: list[str] | None = None) -> LoadedR
     if cfg.method.name != saved.method.name:
         raise LmtuneError(f"{run_dir} holds a {saved.method.name} run; method.name cannot be overridden")
     provenance = json.loads((run_dir / rundir.PROVENANCE_FILE).read_text())
-    task = build_task(cfg)
-    task.resolve_defaults()  # configs saved before a default existed still load
+    cfg = resolve(cfg)  # configs saved before a default existed still load
+    task = TASKS.build(cfg.task.name, cfg)
     backbone = load_backbone(cfg.model, task.backbone_class, cfg.train.seed)
     rundir.check_same_base(run_dir, provenance, backbone)
-    strategy = build_strategy(cfg.method)
+    strategy = STRATEGIES.build(cfg.method.name, cfg.method)
     model = task.build_model(backbone)
     strategy.load(model, run_dir)
     task.load_head(model, run_dir)

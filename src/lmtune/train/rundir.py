@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 
 import lmtune
-from lmtune.config.loading import resolve_config
-from lmtune.config.schema import RunConfig
+from lmtune.runconfig import resolve_config
+from lmtune.runconfig import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.io import check_made_folder, check_writable_location, make_writable_dir, remove_made_folder, sha256_files
 
@@ -84,22 +84,16 @@ def _flat(data: dict, prefix: tuple = ()) -> dict[tuple, Any]:
     return out
 
 
-def config_differences(new: RunConfig, old: RunConfig, ignore: set[tuple] = frozenset()) -> list[str]:
+def config_differences(new: RunConfig, old: RunConfig, free: set[tuple] = frozenset()) -> list[str]:
     a, b = _flat(new.model_dump()), _flat(old.model_dump())
     keys = sorted(set(a) | set(b))
-    return [f"{'.'.join(k)}: {b.get(k)!r} → {a.get(k)!r}" for k in keys if k not in ignore and a.get(k) != b.get(k)]
+    return [f"{'.'.join(k)}: {b.get(k)!r} → {a.get(k)!r}" for k in keys if k not in free and a.get(k) != b.get(k)]
 
 
 def check_same_run(cfg: RunConfig, saved: RunConfig) -> None:
-    # The saved config has the resolved learning rate and labels; compare against what this config would resolve.
-    ignore = set(RESUME_FREE_KEYS)
-    if cfg.train.learning_rate is None:
-        ignore.add(("train", "learning_rate"))
-    if cfg.train.head_learning_rate is None:
-        ignore.add(("train", "head_learning_rate"))
-    if cfg.data.labels is None:
-        ignore.add(("data", "labels"))
-    differences = config_differences(cfg, saved, ignore)
+    """`cfg` and the saved config are both resolved (lmtune.runconfig.resolve), so every default compares as the
+    value it resolved to; only the settings that say how to run may differ."""
+    differences = config_differences(cfg, saved, RESUME_FREE_KEYS)
     if differences:
         raise LmtuneError(
             "train.resume=true continues the same run, but the config differs from the saved one:\n  "

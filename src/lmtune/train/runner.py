@@ -14,21 +14,18 @@ import torch
 import yaml
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments, set_seed
 
-from lmtune.config.schema import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.evaluator import scalar_metrics
 from lmtune.evaluate.predictions import take_predictions
 from lmtune.io import dir_bytes, write_json, write_yaml
-from lmtune.methods import build_strategy
+from lmtune.methods import STRATEGIES
 from lmtune.models.loading import load_backbone
-from lmtune.tasks import build_task
+from lmtune.runconfig import RunConfig, resolve
+from lmtune.tasks import TASKS
 from lmtune.train import rundir
 from lmtune.train.checkpoints import newest_complete
 from lmtune.train.memory import PeakMemory
 from lmtune.train.trainer import LmtuneTrainer
-
-
-DEFAULT_HEAD_LEARNING_RATE = 5e-3
 
 
 @dataclass
@@ -82,11 +79,6 @@ def _build_model(task, strategy, backbone, init_source: Path | None):
     return model
 
 
-def _resolve_learning_rates(cfg: RunConfig, strategy) -> None:
-    cfg.train.learning_rate = cfg.train.learning_rate or strategy.default_learning_rate
-    cfg.train.head_learning_rate = cfg.train.head_learning_rate or max(cfg.train.learning_rate, DEFAULT_HEAD_LEARNING_RATE)
-
-
 def _training_arguments(cfg: RunConfig, run_dir: Path, loss_only: bool) -> TrainingArguments:
     t = cfg.train
     evaluate = t.eval_every != "no"
@@ -121,18 +113,16 @@ def _training_arguments(cfg: RunConfig, run_dir: Path, loss_only: bool) -> Train
 
 
 def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> RunResult:
-    cfg = cfg.model_copy(deep=True)
-    task = build_task(cfg)
-    task.resolve_defaults()  # before the resume check: the saved config holds the resolved values
+    cfg = resolve(cfg)  # every default filled once, before the resume check: it compares resolved configs
+    task = TASKS.build(cfg.task.name, cfg)
     run_dir = rundir.check_run_dir(cfg)
     configure_threads(cfg.train.num_threads)
     set_seed(cfg.train.seed)
-    strategy = build_strategy(cfg.method)
+    strategy = STRATEGIES.build(cfg.method.name, cfg.method)
     splits = task.load_data()  # bad data fails here, before the model loads
     init_source = _init_source(cfg)
     backbone = load_backbone(cfg.model, task.backbone_class, cfg.train.seed)
     model = _build_model(task, strategy, backbone, init_source)
-    _resolve_learning_rates(cfg, strategy)
     rundir.claim_run_dir(cfg, run_dir)  # only now may output.overwrite remove the old run
     # Provenance first: it is what marks the folder as lmtune's, so a kill before config.yaml lands still leaves a
     # folder that output.overwrite may replace.

@@ -1,7 +1,7 @@
 """Search algorithms: one file each, registered by name (`algorithm: tpe | random | grid | de | pbt`).
 
 A new algorithm is a `SearchAlgorithm` subclass with `@register_algorithm` in its own module, imported in
-`_load()` below. Modules import their library (optuna, nevergrad, ray) inside functions, so registering is cheap.
+`lmtune/tune/__init__.py`. Modules import their library (optuna, nevergrad, ray) inside functions, so registering is cheap.
 """
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ from lmtune.registry import Registry
 if TYPE_CHECKING:
     from lmtune.tune.study import Study
     from lmtune.tune.trial import TrialRecord
-
-ALGORITHMS: Registry[SearchAlgorithm] = Registry("search algorithm")
-
 
 class SearchAlgorithm:
     name: ClassVar[str]
@@ -37,18 +34,5 @@ class SearchAlgorithm:
         return []
 
 
-def register_algorithm(cls: type[SearchAlgorithm]) -> type[SearchAlgorithm]:
-    return ALGORITHMS.register(cls)
-
-
-def _load() -> None:
-    from lmtune.tune import de_search, optuna_search, pbt_search  # noqa: F401 - each import registers
-
-
-def algorithm_class(name: str) -> type[SearchAlgorithm]:
-    _load()
-    return ALGORITHMS.get(name)
-
-
-def build_algorithm(name: str) -> SearchAlgorithm:
-    return algorithm_class(name)()
+ALGORITHMS: Registry[SearchAlgorithm] = Registry("search algorithm")
+register_algorithm = ALGORITHMS.register

@@ -152,9 +152,9 @@ class StudyConfig(StrictModel):
     @field_validator("algorithm")
     @classmethod
     def _known_algorithm(cls, value: str) -> str:
-        from lmtune.tune.algorithms import algorithm_class
+        from lmtune.tune.algorithms import ALGORITHMS
 
-        algorithm_class(value)  # raises with "did you mean"
+        ALGORITHMS.get(value)  # raises with "did you mean"
         return value
 
     @model_validator(mode="after")

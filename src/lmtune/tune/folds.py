@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lmtune.config.loading import resolve_config
+from lmtune.runconfig import resolve_config
 from lmtune.errors import LmtuneError
 from lmtune.io import atomic_write, write_json
 from lmtune.tune.space import format_value
@@ -24,7 +24,7 @@ def prepare_folds(study: Study) -> list[list[str]]:
     """Write the folds once (a resumed study reuses them) and return each fold's data overrides."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    from lmtune.tasks import build_task
+    from lmtune.runconfig import build_task
 
     cv = study.cfg.cv
     cfg = resolve_config(copy.deepcopy(study.base), base_dir=study.base_dir)
@@ -32,9 +32,8 @@ def prepare_folds(study: Study) -> list[list[str]]:
     folder = study.folder / "folds"
     manifest_path = folder / "manifest.json"
     task = build_task(cfg)
-    task.resolve_defaults()
     table = task.load_data().train  # read and sampled exactly as a run reads it
-    labels = cfg.data.labels
+    labels = task.cfg.data.labels
     manifest = {"folds": cv.folds, "seed": seed, "rows": len(table), "labels": labels}
     if manifest_path.is_file():
         saved = json.loads(manifest_path.read_text())

@@ -8,7 +8,7 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lmtune.compare.report import CSS, PAGE, STYLE, figure_html
+from lmtune.html_report import CSS, PAGE, STYLE, figure_html
 from lmtune.io import write_text
 from lmtune.tune.space import show
 from lmtune.tune.trial import TrialRecord

@@ -20,7 +20,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from lmtune.config.loading import resolve_config
+from lmtune.runconfig import resolve_config
 from lmtune.errors import LmtuneError
 
 RANGE_KEYS = {"low", "high", "log", "step", "type"}
@@ -127,9 +127,10 @@ def _parse_param(key: str, value: Any, base: dict[str, Any]) -> Param:
 def _field_kind(key: str, base: dict[str, Any]) -> str | None:
     """int or float from the run config's annotation of the field `key` sets (None when unknown or mixed)."""
     from lmtune.config.loading import model_at
+    from lmtune.runconfig import RunConfig
 
     parts = key.split(".")
-    model = model_at(parts[:-1], base)
+    model = model_at(parts[:-1], base, RunConfig)
     info = model.model_fields.get(parts[-1]) if model is not None else None
     if info is None:
         return None

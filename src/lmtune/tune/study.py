@@ -12,12 +12,15 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from lmtune.config.loading import apply_overrides, explain, read_yaml, with_absolute_paths
+from lmtune.config.loading import apply_overrides, explain, read_yaml
+
+from lmtune.runconfig import with_absolute_paths
 from lmtune.config.paths import absolute, resolve_paths
 from lmtune.errors import LmtuneError
-from lmtune.tune.algorithms import build_algorithm
+from lmtune.tune.algorithms import ALGORITHMS
 from lmtune.tune.config import StudyConfig
 from lmtune.tune.space import Param, parse_space, show
+from lmtune.tune.summary import StudyResult
 from lmtune.tune.trial import TrialRecord, read_record, run_trial
 
 STUDY_FILE = "study.yaml"
@@ -35,7 +38,7 @@ def validate_study(raw: dict[str, Any]) -> StudyConfig:
         cfg = StudyConfig.model_validate(raw)
     except ValidationError as err:
         raise LmtuneError(explain(err, raw, StudyConfig).replace("invalid config", "invalid study config")) from None
-    cfg.base_dir = str(Path(cfg.base_dir or Path.cwd()).absolute())
+    cfg = cfg.updated({"base_dir": str(Path(cfg.base_dir or Path.cwd()).absolute())})
     return resolve_paths(cfg, cfg.base_dir)
 
 
@@ -47,7 +50,7 @@ class Study:
         self.folder = Path(absolute(cfg.output.dir, self.base_dir))
         self.base = self._trial_base()  # a bad base config fails here, before anything runs
         self.params: list[Param] = parse_space(cfg.space, self.base)
-        self.algorithm = build_algorithm(cfg.algorithm)
+        self.algorithm = ALGORITHMS.build(cfg.algorithm)
         self.algorithm.check(self)
         self.folds: list[list[str]] = []
         if cfg.cv and prepare:
@@ -90,14 +93,6 @@ class Study:
             return False
         return b is None or (a > b if self.cfg.greater_is_better else a < b)
 
-
-@dataclass
-class StudyResult:
-    folder: Path
-    records: list[TrialRecord]
-    best: TrialRecord | None
-    reference: TrialRecord | None
-    summary: dict[str, Any]
 
 
 def run_study(cfg: StudyConfig, worker_only: bool = False) -> StudyResult:

@@ -9,6 +9,7 @@ import os
 import platform
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,16 @@ from lmtune.tune.space import show
 from lmtune.tune.trial import TrialRecord
 
 if TYPE_CHECKING:
-    from lmtune.tune.study import Study, StudyResult
+    from lmtune.tune.study import Study
+
+
+@dataclass
+class StudyResult:
+    folder: Path
+    records: list[TrialRecord]
+    best: TrialRecord | None
+    reference: TrialRecord | None
+    summary: dict[str, Any]
 
 
 def best_record(study: Study, records: list[TrialRecord]) -> TrialRecord | None:
@@ -32,7 +42,6 @@ def best_record(study: Study, records: list[TrialRecord]) -> TrialRecord | None:
 
 def write_summary(study: Study, records: list[TrialRecord], reference: TrialRecord | None, seconds: float) -> StudyResult:
     from lmtune.tune.report import write_report
-    from lmtune.tune.study import StudyResult
 
     folder = study.folder
     best = best_record(study, records)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import difflib
 import json
 import math
 import os
@@ -27,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from lmtune.config.loading import resolve_config
-from lmtune.config.schema import RunConfig
-from lmtune.errors import LmtuneError
+from lmtune.runconfig import resolve_config
+from lmtune.runconfig import RunConfig
+from lmtune.errors import LmtuneError, hint
 from lmtune.io import write_json, write_yaml
 from lmtune.tune.space import format_value, to_overrides
 
@@ -147,8 +146,7 @@ def train_or_reuse(cfg: RunConfig, out: Path, log: Path) -> dict[str, Any]:
     if rundir.is_finished(run_dir):
         return json.loads((run_dir / rundir.METRICS_FILE).read_text())
     if run_dir.is_dir() and any(run_dir.iterdir()):
-        cfg = cfg.model_copy(deep=True)
-        cfg.train.resume = True
+        cfg = cfg.updated({"train.resume": True})
     from lmtune.train import train
 
     with open(log, "a", encoding="utf-8") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
@@ -165,11 +163,9 @@ def score_of(metrics: dict[str, Any], study: Study, run_dir: Path) -> float:
         )
     if objective.metric not in split:
         available = sorted(k for k, v in split.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
-        close = difflib.get_close_matches(objective.metric, available, n=1, cutoff=0.4)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ObjectiveError(
-            f"objective.metric={objective.metric!r} is not a {objective.split} metric of the runs{hint} "
-            f"Available: {', '.join(available)}"
+            f"objective.metric={objective.metric!r} is not a {objective.split} metric of the runs"
+            f"{hint(objective.metric, available, cutoff=0.4)} (available: {', '.join(available)})"
         )
     value = split[objective.metric]
     if not isinstance(value, (int, float)) or not math.isfinite(value):

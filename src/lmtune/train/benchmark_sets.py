@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lmtune.config.loading import resolve_config
+from lmtune.runconfig import resolve, resolve_config
 from lmtune.data.sources import read_file
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.predictions import PREDICTIONS_DIR, take_predictions
@@ -63,17 +63,16 @@ def evaluate_suite(loaded, suite: str, sets: dict[str, Path], max_samples: int |
 def untuned(model_name: str, overrides: list[str] | None, task_name: str = "instruction"):
     """The base model with nothing trained, for a generative task (instruction unless overridden): the zero-shot
     reference a tuned run should beat."""
-    from lmtune.methods import build_strategy
+    from lmtune.methods import STRATEGIES
     from lmtune.models.loading import load_backbone
-    from lmtune.tasks import build_task
+    from lmtune.tasks import TASKS
     from lmtune.train.artifacts import LoadedRun
 
-    cfg = resolve_config({"model": {"name": model_name}, "task": {"name": task_name}}, overrides)
-    task = build_task(cfg)
-    task.resolve_defaults()
+    cfg = resolve(resolve_config({"model": {"name": model_name}, "task": {"name": task_name}}, overrides))
+    task = TASKS.build(cfg.task.name, cfg)
     model = task.build_model(load_backbone(cfg.model, task.backbone_class, cfg.train.seed))
     model.eval()
-    return LoadedRun(Path("."), cfg, task, build_strategy(cfg.method), model)
+    return LoadedRun(Path("."), cfg, task, STRATEGIES.build(cfg.method.name, cfg.method), model)
 
 
 def suite_table(results: dict[str, dict[str, Any]]) -> str:

@@ -24,7 +24,7 @@ def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list
 def evaluate_untuned(base: str, split: str, overrides: list[str], out_dir: Path) -> dict[str, Any]:
     """The untuned base model on a generative task's split (e.g. translation before tuning); the task and data
     come from the overrides (`task.name=translation data.test=...`)."""
-    from lmtune.evaluate.benchmark_sets import untuned
+    from lmtune.train.benchmark_sets import untuned
 
     loaded = untuned(base, overrides, task_name="instruction")
     metrics = _evaluate_loaded(loaded, split, out_dir)
@@ -55,7 +55,7 @@ def record(run_dir: Path, split: str, metrics: dict[str, Any], source: str) -> N
 def evaluate_run_on_suite(run_dir: str | None, base: str | None, suite: str, names: list[str], options,
                           overrides: list[str]) -> str:
     """A run (or an untuned base model) on several test sets of a suite; returns the table to print."""
-    from lmtune.evaluate.benchmark_sets import evaluate_suite, record_suite, suite_root, suite_sets, suite_table, untuned
+    from lmtune.train.benchmark_sets import evaluate_suite, record_suite, suite_root, suite_sets, suite_table, untuned
 
     sets = suite_sets(suite_root(suite, options.data_root), names)  # before a model loads: typos fail in seconds
     loaded = untuned(base, overrides) if base else load_run(run_dir, overrides)

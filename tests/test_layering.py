@@ -1,0 +1,150 @@
+"""Imports point one way: config at the bottom, commands at the top (issue 13).
+
+The import graph is read from the source (ast), counting what runs: imports inside functions count, imports under
+`if TYPE_CHECKING:` do not (they never execute). Two checks: no module takes part in an import cycle, and each
+package imports only the packages listed for it below. A new edge is a design decision: add it here, with the layer
+order in mind, or move the code.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+# package → the lmtune packages (top-level modules count as packages) it may import. Lower layers first.
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "config": {"errors"},
+    "registry": {"errors"},
+    "io": {"errors"},
+    "report": set(),
+    "results": {"errors", "io", "config"},
+    "data": {"config", "errors", "io"},
+    "models": {"config", "errors", "io", "data"},
+    "forms": {"errors", "models"},
+    "evaluate": {"config", "errors", "io", "data", "models", "forms"},
+    "tasks": {"config", "errors", "io", "registry", "data", "models", "evaluate", "forms"},
+    "methods": {"config", "errors", "io", "registry", "models", "tasks", "forms"},
+    "runconfig": {"config", "errors", "registry", "methods", "tasks"},
+    "train": {"config", "errors", "io", "registry", "results", "data", "models", "evaluate", "forms", "tasks",
+              "methods", "runconfig", "report"},
+    "baselines": {"config", "errors", "io", "registry", "results", "data", "models", "evaluate", "tasks",
+                  "methods", "runconfig", "train"},
+    "pretrain": {"config", "errors", "io", "registry", "data", "models", "evaluate", "tasks", "methods",
+                 "runconfig", "train"},
+    "compare": {"config", "errors", "io", "results", "report", "data", "tasks", "methods", "runconfig", "train",
+                "baselines", "html_report"},
+    "tune": {"config", "errors", "io", "registry", "results", "report", "data", "tasks", "methods", "runconfig",
+             "train", "html_report"},
+    "serve": {"config", "errors", "io", "registry", "forms", "data", "models", "evaluate", "tasks", "methods",
+              "runconfig", "train"},
+    "html_report": {"errors", "io"},
+    "quickstart": {"config", "errors", "io", "runconfig", "compare", "train"},
+    "cli": {"config", "errors", "io", "runconfig", "methods", "tasks", "train", "evaluate", "baselines", "compare",
+            "tune", "serve", "pretrain", "quickstart", "report", "models", "data"},
+    "__main__": {"cli"},
+    "__init__": set(),  # the root package holds only __version__: anything may read it
+}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in (SRC / "lmtune").rglob("*.py"):
+        parts = path.with_suffix("").relative_to(SRC).parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+def _executed(tree: ast.AST):
+    """Every node that can run: skips `if TYPE_CHECKING:` blocks."""
+    for child in ast.iter_child_nodes(tree):
+        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            continue
+        yield child
+        yield from _executed(child)
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = _modules()
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in _executed(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                # `from pkg import submodule` depends on the submodule; `from pkg import name` on the package
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    targets.append(sub if sub in modules else node.module)
+            graph[name] |= {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_no_module_is_part_of_an_import_cycle():
+    assert _cycles(import_graph()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_packages_import_only_the_layers_listed_for_them():
+    wrong = []
+    for module, targets in sorted(import_graph().items()):
+        source = _package(module)
+        assert source in ALLOWED, f"new package {source!r}: list what it may import in ALLOWED"
+        for target in sorted(targets):
+            package = _package(target)
+            if package not in (source, "__init__") and package not in ALLOWED[source]:
+                wrong.append(f"{module} imports {target}")
+    assert wrong == []
+
+
+def test_config_imports_nothing_above_errors():
+    graph = import_graph()
+    config = {m: t for m, t in graph.items() if _package(m) == "config"}
+    assert config and all(_package(t) in ("config", "errors") for targets in config.values() for t in targets)
