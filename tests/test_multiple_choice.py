@@ -183,3 +183,20 @@ def test_training_ranks_the_gold_choice_first(mc_models, mc_data, tmp_path, loss
 def test_an_encoder_is_refused_with_the_way_out(mc_models, mc_data, tmp_path):
     with pytest.raises(LmtuneError, match="needs a decoder.*classification of \\(question, choice\\) pairs"):
         train(mc_config(mc_models["bert"], mc_data, tmp_path, {"name": "lora"}))
+
+
+def test_the_prompting_baseline_scores_choices_zero_and_few_shot(mc_models, mc_data, tmp_path):
+    from lmtune.baselines import BASELINES
+
+    cfg = mc_config(mc_models["llama"], mc_data, tmp_path, {"name": "lora"})
+    results = {}
+    for shots in (0, 2):
+        baseline = BASELINES.build("prompting", BASELINES.config_class("prompting").model_validate(
+            {"name": "prompting", "shots": shots}))
+        results[shots] = baseline.run(cfg, tmp_path / f"prompting-{shots}")
+    for shots, metrics in results.items():
+        predictions = (tmp_path / f"prompting-{shots}" / "predictions" / "test.jsonl").read_text().splitlines()
+        right = sum(json.loads(p)["prediction"] == json.loads(p)["gold"] for p in predictions)
+        assert metrics["accuracy"] == pytest.approx(right / len(predictions)) and metrics["trainable_params"] == 0
+    assert results[0]["accuracy"] != results[2]["accuracy"] or results[0]["loss"] != results[2]["loss"], \
+        "two demonstrations before every question change the scores"

@@ -145,6 +145,11 @@ class MultipleChoiceTask(Task):
         limit = self.cfg.data.max_eval_samples
         return table.select(range(min(limit, len(table)))) if limit else table
 
+    def use_demonstrations(self, table, rows: list[int]) -> None:
+        """Put these rows of `table` (question and gold answer) before every question (k-shot prompting)."""
+        items = self.items(table)
+        self.demonstrations = [items[i] for i in rows]
+
     def _demonstrations(self, train_items: list[ChoiceItem]) -> list[ChoiceItem]:
         shots = self.cfg.task.shots
         if shots > len(train_items):
