@@ -157,11 +157,16 @@ def test_batched_choice_scores_equal_token_by_token_scores(mc_models, mc_data, t
     pad = tokenizer.pad_token_id
     batched = score_rows(body, pairs, owners, len(items), 3, pad, batch_size=16)
     alone = score_rows(body, pairs, owners, len(items), 3, pad, batch_size=1)
+    fast = [score_rows(body, pairs, owners, len(items), 3, pad, batch_size=size, share_context=True)
+            for size in (16, 3)] if task.shares_context(body) else []
     with torch.no_grad():
         reference = [token_by_token(body, p.input_ids, p.target_mask) for p in pairs]
     for (n, i, _), expected in zip(owners, reference):
         assert batched.sums[n, i] == pytest.approx(expected, abs=1e-4)
         assert alone.sums[n, i] == pytest.approx(expected, abs=1e-4)
+        for shared in fast:  # the context run once, the choices from its cache
+            assert shared.sums[n, i] == pytest.approx(expected, abs=1e-4)
+            assert shared.counts[n, i] == batched.counts[n, i]
     assert len({round(float(x), 3) for x in batched.sums.flatten()}) > 1, "scores that never differ test nothing"
 
 

@@ -243,7 +243,14 @@ class MultipleChoiceTask(Task):
                 owners.append((n, i, len(t.encode("utf-8"))))
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         return score_rows(model.body, pairs, owners, len(items), self.max_choices_of(items), pad, batch_size,
-                          progress=self.cfg.train.progress)
+                          progress=self.cfg.train.progress, share_context=self.shares_context(model.body))
+
+    @staticmethod
+    def shares_context(body) -> bool:
+        """Whether the question's context may run once with its choices continuing from the KV cache: where the
+        adapter lives in the modules or the weights (soft prompts and prefixes go through the full rows)."""
+        config = getattr(body, "active_peft_config", None)
+        return not getattr(config, "is_prompt_learning", False)  # TODO(merge): ask lmtune.forms.form_of_body
 
     @staticmethod
     def max_choices_of(items: list[ChoiceItem]) -> int:

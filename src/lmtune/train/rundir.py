@@ -126,12 +126,8 @@ def provenance(cfg: RunConfig, backbone) -> dict[str, Any]:
         "data_sha256": data_hash(cfg),
         "seed": cfg.train.seed,
         "method": cfg.method.name,
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "peft": peft.__version__,
-        },
+        "versions": {"python": platform.python_version(),
+                     **{library.__name__: library.__version__ for library in (torch, transformers, peft)}},
     }
 
 
