@@ -8,13 +8,13 @@ import argparse
 COMMANDS = {
     "tokenizer": "train a BPE/WordPiece/Unigram tokenizer on raw text; tokens-per-word report vs. other tokenizers",
     "model": "pre-train a Llama/GPT-2/BERT/LSTM language model from random weights on raw text",
-    "continue": "continued (domain-adaptive) pre-training of an existing model, full or LoRA; perplexity before/after",
+    "continue": "continued (domain-adaptive) pre-training of an existing model with a strategy (full, lora, ...); perplexity before/after",
 }
 
 EXAMPLES = """examples:
   lmtune pretrain tokenizer examples/pretrain_tokenizer.yaml tokenizer.vocab_size=8000
   lmtune pretrain model examples/pretrain_llama.yaml train.max_steps=600
-  lmtune pretrain continue examples/pretrain_continue_smollm2.yaml lora.rank=16
+  lmtune pretrain continue examples/pretrain_continue_smollm2.yaml method.rank=16
 see docs/pretrain.md"""
 
 
