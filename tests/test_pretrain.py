@@ -447,3 +447,40 @@ def test_unknown_architecture_is_refused_with_a_suggestion():
     assert set(registered_architectures()) == {"llama", "gpt2", "bert", "lstm"}
     with pytest.raises(ValueError, match="did you mean 'lstm'"):
         build_architecture(ArchConfig(arch="lstn"))
+
+
+def test_layers_point_down():
+    """models/ never imports pretrain/ (the LSTM lives in models/lstm.py), and the architectures do not import the
+    configs that import them."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, lmtune.models.loading, lmtune.pretrain.architectures\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('lmtune.pretrain'))\n"
+        "assert loaded == ['lmtune.pretrain', 'lmtune.pretrain.architectures'], loaded\n"
+        "from transformers import AutoConfig\n"
+        "assert AutoConfig.for_model('lmtune_lstm').model_type == 'lmtune_lstm'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_pretrain_configs_document_every_field_and_share_the_run_configs_names():
+    from pydantic import BaseModel
+
+    from lmtune.config.schema import TrainConfig
+    from lmtune.pretrain.config import COMMAND_CONFIGS, ContinueTrainConfig, PretrainTrainConfig
+
+    pending, seen = list(COMMAND_CONFIGS.values()), set()
+    while pending:
+        cls = pending.pop()
+        seen.add(cls)
+        for name, field in cls.model_fields.items():
+            assert field.description, f"{cls.__name__}.{name} has no docstring"
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) and field.annotation not in seen:
+                pending.append(field.annotation)
+    for section in (PretrainTrainConfig, ContinueTrainConfig):
+        for name in ("learning_rate", "batch_size", "num_threads", "seed", "lr_scheduler", "weight_decay", "resume"):
+            assert section.model_fields[name].description == TrainConfig.model_fields[name].description
+    assert ContinueTrainConfig().learning_rate is None and PretrainTrainConfig().learning_rate == 1e-3

@@ -19,6 +19,7 @@ from lmtune.config.schema import MethodConfig, StrictModel, TrainConfig
 from lmtune.errors import LmtuneError
 from lmtune.pretrain.architectures import ArchConfig
 
+
 class CorpusConfig(StrictModel):
     files: Annotated[list[str], LocalPath()] = []
     """Raw text: files (.txt and anything else is read as plain text; .jsonl/.json lines as records), folders
@@ -188,7 +189,7 @@ class PretrainRunConfig(StrictModel):
     """Where the model folder goes."""
 
     @model_validator(mode="after")
-    def _check(self) -> "PretrainRunConfig":
+    def _check(self) -> PretrainRunConfig:
         _streaming_needs_steps(self.corpus, self.train)
         if self.train.learning_rate is None:
             raise ValueError("train.learning_rate=null takes a strategy's default, and a model trained from random "
@@ -226,7 +227,7 @@ class ContinueRunConfig(StrictModel):
         return method_config_class(raw.get("name", "lora")).model_validate(raw)
 
     @model_validator(mode="after")
-    def _check(self) -> "ContinueRunConfig":
+    def _check(self) -> ContinueRunConfig:
         _streaming_needs_steps(self.corpus, self.train)
         return self
 
