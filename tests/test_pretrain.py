@@ -269,6 +269,9 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
 
     with pytest.raises(LmtuneError, match="train.resume=true"):
         run_pretrain(cfg)
+    changed = tiny_pretrain_overrides(killed, "gpt2", 8, **common, **{"train.resume": True, "train.learning_rate": 0.1})
+    with pytest.raises(LmtuneError, match=r"differs from the saved one:\n  train.learning_rate: 0.005 → 0.1"):
+        run_pretrain(load_pretrain_config("model", None, changed))
     resumed = run_pretrain(load_pretrain_config("model", None, tiny_pretrain_overrides(killed, "gpt2", 8, **common, **{"train.resume": True})))
     assert resumed["resumed_from"] == "checkpoint-4"
     a, b = load_file(str(straight / "model.safetensors")), load_file(str(killed / "model.safetensors"))

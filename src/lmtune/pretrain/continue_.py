@@ -77,7 +77,7 @@ def save_result(model: GenerativeModel, strategy, out: Path, save_adapter: bool)
 
 def run_continue(cfg: ContinueRunConfig, callbacks=None) -> dict[str, Any]:
     cfg = cfg.model_copy(deep=True)  # the resolved learning rate is written into the copy
-    out = loop.check_output(cfg.output, cfg.train.resume)
+    out = loop.check_output(cfg, "continue")
     loop.configure_threads(cfg.train.num_threads)
     set_seed(cfg.train.seed)
     strategy = build_strategy(cfg.method)

@@ -56,7 +56,7 @@ def collator_for(objective: str, tokenizer, mlm_probability: float):
 
 
 def run_pretrain(cfg: PretrainRunConfig, callbacks=None) -> dict[str, Any]:
-    out = loop.check_output(cfg.output, cfg.train.resume)
+    out = loop.check_output(cfg, "model")
     loop.configure_threads(cfg.train.num_threads)
     arch = build_architecture(cfg.model)
     tokenizer, new_tokenizer = prepare_tokenizer(cfg, out, arch.tokenizer_style)

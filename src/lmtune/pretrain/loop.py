@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import yaml
+from pydantic import ValidationError
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from lmtune.errors import LmtuneError
 from lmtune.io import write_json, write_yaml
 from lmtune.pretrain.config import OutputConfig, PretrainTrainConfig
 from lmtune.train import rundir
@@ -29,10 +32,25 @@ CONFIG_FILES = {"model": "pretrain.yaml", "continue": "pretrain_continue.yaml"}
 
 # ---- the output folder ------------------------------------------------------------------------------------------
 
-def check_output(output: OutputConfig, resume: bool) -> Path:
-    """The output folder and whether it may be used, changing nothing (a bad corpus must never cost an old run)."""
-    out = Path(output.dir)
-    rundir.check_reuse(out, output.overwrite, resume, "output.dir=<new folder>")
+def check_output(cfg, command: str) -> Path:
+    """The output folder and whether it may be used, changing nothing (a bad corpus must never cost an old run);
+    a resumed run must be the same run (`lmtune train`'s rule: only how-to-run settings may differ)."""
+    out = Path(cfg.output.dir)
+    resuming = rundir.check_reuse(out, cfg.output.overwrite, cfg.train.resume, "output.dir=<new folder>")
+    saved_file = out / CONFIG_FILES[command]
+    if resuming and saved_file.is_file():
+        try:
+            saved = type(cfg).model_validate(yaml.safe_load(saved_file.read_text(encoding="utf-8")))
+        except ValidationError:
+            raise LmtuneError(f"{saved_file} was written by an earlier lmtune and cannot be resumed; start over with "
+                              "output.overwrite=true or output.dir=<new folder>") from None
+        ignore = set(rundir.RESUME_FREE_KEYS)
+        if cfg.train.learning_rate is None:  # the saved config holds the strategy's resolved rate
+            ignore.add(("train", "learning_rate"))
+        if differences := rundir.config_differences(cfg, saved, ignore):
+            raise LmtuneError("train.resume=true continues the same run, but the config differs from the saved one:\n  "
+                              + "\n  ".join(differences) + f"\nUse the saved config ({saved_file}) or start a new "
+                              "run (output.dir=<new folder>).")
     return out
 
 
