@@ -58,4 +58,7 @@ def run(args: argparse.Namespace) -> None:
         metrics = run_continue(cfg)
     shown = {k: v for k, v in metrics.items() if k not in ("validation_history", "before", "packing")}
     print(json.dumps(shown, indent=2, default=str))
-    print(f"model folder: {cfg.output.dir}  (fine-tune it: lmtune train model.name={cfg.output.dir} ...)")
+    if "model" in metrics.get("saved", ["model"]):
+        print(f"model folder: {cfg.output.dir}  (fine-tune it: lmtune train model.name={cfg.output.dir} ...)")
+    else:  # an adapter that cannot be merged (bottleneck, soft prompts): it is the result, on the base model
+        print(f"adapter: {cfg.output.dir}/adapter  (on the base model {cfg.model}; nothing could be merged into it)")

@@ -102,7 +102,7 @@ def run_continue(cfg: ContinueRunConfig, callbacks=None) -> dict[str, Any]:
           f"{counts['total_params']:,} parameters; learning rate {cfg.train.learning_rate}")
     provenance = provenance_record(base_model_record(model.backbone), corpus_hash(cfg.corpus), cfg.train.seed,
                                    strategy.name)
-    loop.claim_output(out, cfg.output, cfg.train.resume, "continue", cfg, provenance)
+    loop.claim_output(out, cfg, "continue", provenance)
     result = loop.run_loop(model, data, CausalCollator(tokenizer.pad_token_id), cfg.train, out, measure, callbacks,
                            initial=before, trainer_class=LmtuneTrainer)
     after = result["validation"]

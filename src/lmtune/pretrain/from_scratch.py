@@ -76,7 +76,7 @@ def run_pretrain(cfg: PretrainRunConfig, callbacks=None) -> dict[str, Any]:
                                  cfg.train.mlm_probability, cfg.train.seed)
 
     provenance = provenance_record(None, corpus_hash(cfg.corpus), cfg.train.seed, f"from scratch: {cfg.model.arch}")
-    loop.claim_output(out, cfg.output, cfg.train.resume, "model", cfg, provenance)
+    loop.claim_output(out, cfg, "model", provenance)
     if new_tokenizer:
         save_pretrained_atomically(out / TOKENIZER_DIR, tokenizer)
     result = loop.run_loop(model, data, collator_for(objective, tokenizer, cfg.train.mlm_probability), cfg.train,

@@ -20,7 +20,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from lmtune.errors import LmtuneError
 from lmtune.io import write_json, write_yaml
-from lmtune.pretrain.config import OutputConfig, PretrainTrainConfig
+from lmtune.pretrain.config import PretrainTrainConfig
 from lmtune.train import rundir
 from lmtune.train.checkpoints import newest_complete
 from lmtune.train.log import JsonlLog, append_log
@@ -54,10 +54,10 @@ def check_output(cfg, command: str) -> Path:
     return out
 
 
-def claim_output(out: Path, output: OutputConfig, resume: bool, command: str, cfg, provenance: dict[str, Any]) -> Path:
+def claim_output(out: Path, cfg, command: str, provenance: dict[str, Any]) -> Path:
     """After the data and the model have loaded: replace an old output where output.overwrite says so, then mark
     the folder as lmtune's (provenance first, as `lmtune train` does) and record the resolved config."""
-    rundir.claim(out, output.overwrite, resume)
+    rundir.claim(out, cfg.output.overwrite, cfg.train.resume)
     write_json(out / rundir.PROVENANCE_FILE, provenance)
     write_yaml(out / CONFIG_FILES[command], cfg.model_dump(mode="json"))
     return out
