@@ -206,31 +206,24 @@ def test_chat_completion_plain_and_streaming(client, engine):
     assert text == out["choices"][0]["message"]["content"]
 
 
-def test_chat_uses_the_models_chat_template_when_it_has_one(served):
-    from transformers import AutoTokenizer
-
-    from types import SimpleNamespace
-
-    from lmtune.serve.chat import chat_prompt
-
-    tokenizer = AutoTokenizer.from_pretrained(served[0])
-    fake = SimpleNamespace(tokenizer=tokenizer, prompt_limit=2048,
-                           tokenize=lambda text, limit=None, **o: tokenizer(text, **o)["input_ids"])
-
-    def render_chat(tokenizer, messages):
-        return chat_prompt(fake, messages, None)[0]
-
+def test_chat_uses_the_models_chat_template_when_it_has_one(engine):
+    tokenizer = engine.tokenizer
     messages = [{"role": "user", "content": "copy red"}]
-    assert tokenizer.decode(render_chat(tokenizer, messages)) == "user : copy red assistant :"  # the fallback
-    tokenizer.chat_template = (
-        "{% for m in messages %}<s>{{ m['role'] }} {{ m['content'] }}</s>{% endfor %}"
-        "{% if add_generation_prompt %}<s>assistant {% endif %}"
-    )
-    ids = render_chat(tokenizer, messages)
-    assert ids == tokenizer("<s>user copy red</s><s>assistant ", add_special_tokens=False)["input_ids"]
-    tokenizer.chat_template = "{{ raise_exception('roles must alternate') }}"
-    with pytest.raises(LmtuneError, match="roles must alternate"):
-        render_chat(tokenizer, messages)
+    saved = tokenizer.chat_template
+    try:
+        tokenizer.chat_template = None
+        assert tokenizer.decode(engine.chat_prompt(messages, None)[0]) == "user : copy red assistant :"  # the fallback
+        tokenizer.chat_template = (
+            "{% for m in messages %}<s>{{ m['role'] }} {{ m['content'] }}</s>{% endfor %}"
+            "{% if add_generation_prompt %}<s>assistant {% endif %}"
+        )
+        ids = engine.chat_prompt(messages, None)[0]
+        assert ids == tokenizer("<s>user copy red</s><s>assistant ", add_special_tokens=False)["input_ids"]
+        tokenizer.chat_template = "{{ raise_exception('roles must alternate') }}"
+        with pytest.raises(LmtuneError, match="roles must alternate"):
+            engine.chat_prompt(messages, None)
+    finally:  # the engine serves the module's other tests
+        tokenizer.chat_template = saved
 
 
 def test_classify_returns_labels_and_probabilities(client, engine):
