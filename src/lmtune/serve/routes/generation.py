@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from lmtune.serve.routes.responses import CompletionResponse
 from lmtune.serve.schemas import ApiError
 
 
-def bridge(loop: asyncio.AbstractEventLoop, deliver) -> Any:
+def bridge(loop: asyncio.AbstractEventLoop, deliver: Callable[[Any], None]) -> Callable[[Any], None]:
     """A callback for the engine's thread that runs `deliver(value)` on `loop`."""
     def on_engine_thread(value) -> None:
         try:
