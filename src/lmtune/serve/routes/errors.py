@@ -8,7 +8,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lmtune.errors import LmtuneError
 from lmtune.serve.engine import EngineDead, Overloaded
-from lmtune.serve.schemas import STATUS_TYPES, ApiError, overloaded_error, validation_message
+from lmtune.serve.schemas import (
+    STATUS_TYPES,
+    ApiError,
+    overloaded_error,
+    validation_message,
+)
 
 
 async def api_error(request: Request, exc: ApiError):

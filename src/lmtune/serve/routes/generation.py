@@ -19,7 +19,13 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from lmtune.errors import LmtuneError
-from lmtune.serve.engine import Engine, EngineDead, GenerationEvent, Overloaded, SamplingParams
+from lmtune.serve.engine import (
+    Engine,
+    EngineDead,
+    GenerationEvent,
+    Overloaded,
+    SamplingParams,
+)
 from lmtune.serve.metrics import ServeMetrics
 from lmtune.serve.routes.deps import unknown_model
 from lmtune.serve.routes.responses import CompletionResponse
