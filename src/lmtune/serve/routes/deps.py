@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from lmtune.errors import did_you_mean
 from lmtune.serve.engine import Engine
 from lmtune.serve.metrics import ServeMetrics
 from lmtune.serve.schemas import ApiError
@@ -44,8 +44,8 @@ def resolve_adapter(engine: Engine, model: str | None, request: Request) -> str 
 
 def unknown_model(engine: Engine, model: str, names: list[str] | None = None) -> ApiError:
     names = engine.adapter_names() if names is None else names
-    close = difflib.get_close_matches(model, names + [engine.base_name], n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
+    suggestion = did_you_mean(model, names + [engine.base_name])
+    hint = f" {suggestion[0].upper()}{suggestion[1:]}" if suggestion else ""  # a sentence of its own here
     shown = sorted(names)[:SHOWN_ADAPTERS]
     more = f" and {len(names) - SHOWN_ADAPTERS} more (GET /v1/models)" if len(names) > SHOWN_ADAPTERS else ""
     known = ", ".join(shown) + more or "(no adapters loaded)"
