@@ -11,8 +11,14 @@ from peft.utils import PeftType
 from pydantic import field_validator, model_validator
 
 from lmtune.config.schema import MethodConfig
+from lmtune.forms import WEIGHT_DELTA, declare_peft_form, peft_form
 from lmtune.methods._peft import PeftStrategy
 from lmtune.methods.base import register_strategy
+
+
+# IA3 scales activations per channel: on a module's output (keys, values) that is out·(l - 1) added to the output,
+# on a feed-forward module's input W·((l - 1)·x) added to it, both additions to module outputs (serve/kinds/ia3.py).
+declare_peft_form("IA3", WEIGHT_DELTA)
 
 
 def _peft_config_class(peft_type: str) -> type[PeftConfig]:
@@ -65,11 +71,14 @@ class AnyPeft(PeftStrategy):
         return self.cfg.default_learning_rate
 
     @property
-    def serve_kind(self):  # type: ignore[override]
-        config_cls = _peft_config_class(self.cfg.peft_type)
-        if self.cfg.peft_type == "PREFIX_TUNING":
-            return "kv_prefix"
-        return "virtual_tokens" if config_cls().is_prompt_learning else "weight_delta"
+    def peft_type(self) -> str:  # type: ignore[override]
+        return self.cfg.peft_type
+
+    @property
+    def form(self):  # type: ignore[override]
+        """The declared form of its PEFT type (lora, prompt tuning, ... by their own strategies; IA3 below), else
+        honestly not servable: no reader applies it per row."""
+        return peft_form(self.cfg.peft_type, _peft_config_class(self.cfg.peft_type)().is_prompt_learning)
 
     def peft_config(self, model) -> PeftConfig:
         config_cls = _peft_config_class(self.cfg.peft_type)

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from lmtune.errors import LmtuneError
+from lmtune.forms import FULL_MODEL, form_named, peft_form
 from lmtune.serve.forms import Head, ServedAdapter
 from lmtune.serve.kinds import read_body_part, serve_kind_of
 
@@ -130,11 +131,17 @@ def _read_run_files(name: str, folder: Path, model: nn.Module, base_hash: str) -
             f"adapter {name!r} was trained on base model {base['id']!r} (weights sha256 {base['weights_sha256'][:12]}…), "
             f"not on the served base ({base_hash[:12]}…); serve it with --base {base['id']}"
         )
-    serve_kind = read_json_object(folder / "metrics.json").get("serve_kind")
-    if serve_kind == "full_model":
+    form = form_named(str(read_json_object(folder / "metrics.json").get("serve_kind")))
+    if form is FULL_MODEL:
         raise LmtuneError(
             f"adapter {name!r} ({config['method']['name']}) changed the base model's own weights, so it cannot share "
             f"one base with other adapters; serve it as its own base: lmtune serve --base ROOT/{name}/model"
+        )
+    if not form.shares_base:
+        raise LmtuneError(
+            f"adapter {name!r} ({_method_shown(config['method'])}) cannot be served: the server applies per row only "
+            "weight deltas, soft prompts, key/value prefixes and heads, and this method is none it has a reader for; "
+            "merge it into the base model (PEFT's merge_and_unload) and serve that as its own base"
         )
     task = config["task"]["name"]
     if task not in ("classification", "instruction", "translation"):
@@ -147,7 +154,7 @@ def _read_run_files(name: str, folder: Path, model: nn.Module, base_hash: str) -
                     [str(label) for label in config["data"]["labels"]], base["pooling"])
     if body is None and head is None:
         raise LmtuneError(f"adapter {name!r} holds neither an adapter nor a head; nothing to serve")
-    return ServedAdapter(name, folder, body, head, base["id"], config["method"]["name"],
+    return ServedAdapter(name, folder, body, head, base["id"], config["method"]["name"], form,
                          max_length=config["model"].get("max_length"), template=config["task"].get("template"))
 
 
@@ -159,7 +166,13 @@ def _read_peft(name: str, folder: Path, model: nn.Module, base_names: set[str]) 
     if stated not in base_names and Path(str(stated)).name not in {Path(n).name for n in base_names}:
         # Shapes were checked against the served model; a name cannot be, since the same weights go by many names.
         notes.append(f"made for {stated!r}; its shapes fit the served base")
-    return ServedAdapter(name, folder, body, None, stated, str(config.get("peft_type")), notes)
+    peft_type = str(config.get("peft_type"))
+    return ServedAdapter(name, folder, body, None, stated, peft_type, peft_form(peft_type), notes)
+
+
+def _method_shown(method: dict) -> str:
+    """The strategy, and the PEFT method where the strategy wraps any of them."""
+    return " ".join(str(v) for k, v in method.items() if k in ("name", "peft_type"))
 
 
 def _body_part(folder: Path, model: nn.Module, config: dict | None = None):

@@ -6,6 +6,6 @@ routes rows only between LoRA-family adapters, one sub-batch at a time (shared/N
 """
 
 from lmtune.serve.kinds.base import KindReader, read_body_part, register_kind, servable_types, serve_kind_of
-from lmtune.serve.kinds import bottleneck, kv_prefix, lora, soft_prompt  # noqa: F401  (registration)
+from lmtune.serve.kinds import bottleneck, ia3, kv_prefix, lora, soft_prompt  # noqa: F401  (registration)
 
 __all__ = ["KindReader", "read_body_part", "register_kind", "servable_types", "serve_kind_of"]

@@ -1,4 +1,7 @@
-"""The registry of servable PEFT types and the shared checks every reader uses."""
+"""The registry of servable PEFT types and the shared checks every reader uses.
+
+A reader exists for each PEFT type a strategy declares a servable form for (`lmtune.forms`), and for no other:
+registering one for an undeclared type fails at import."""
 
 from __future__ import annotations
 
@@ -8,7 +11,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+import lmtune.methods  # noqa: F401  (the strategies declare the forms the readers are registered for)
 from lmtune.errors import LmtuneError
+from lmtune.forms import Form, declared_peft_types, peft_form
 from lmtune.registry import Registry
 from lmtune.serve.forms import BodyPart
 
@@ -18,8 +23,10 @@ class KindReader(ABC):
 
     name: ClassVar[str]
     """The PEFT type, as in adapter_config.json's `peft_type`."""
-    serve_kind: ClassVar[str]
-    """What its body part is: weight_delta, virtual_tokens or kv_prefix (listings tell it before loading)."""
+
+    @property
+    def form(self) -> Form:
+        return peft_form(self.name)
 
     @abstractmethod
     def read(self, config: dict[str, Any], tensors: dict[str, torch.Tensor], model: nn.Module) -> BodyPart:
@@ -30,6 +37,10 @@ _KINDS: Registry[KindReader] = Registry("adapter type", "adapter types")
 
 
 def register_kind(cls: type[KindReader]) -> type[KindReader]:
+    form = declared_peft_types().get(cls.name)
+    if form is None or not form.shares_base:
+        raise ValueError(f"a serve reader for PEFT type {cls.name!r}, which no strategy declares a servable form for "
+                         "(lmtune.forms.declare_peft_form)")
     return _KINDS.register(cls)
 
 
@@ -38,7 +49,8 @@ def servable_types() -> list[str]:
 
 
 def serve_kind_of(peft_type: str) -> str:
-    return _KINDS.all()[peft_type].serve_kind if peft_type in _KINDS.all() else "not servable"
+    """The form's name, for listings that tell it before loading."""
+    return peft_form(peft_type).name if peft_type in _KINDS.all() else "not servable"
 
 
 def read_body_part(config: dict[str, Any], tensors: dict[str, torch.Tensor], model: nn.Module) -> BodyPart:
