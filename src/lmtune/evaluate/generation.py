@@ -69,7 +69,7 @@ def generate_after_soft_prompt(body, token_rows: list[list[int]], pad_id: int, *
     [pad][virtual][text], positions read from the attention mask), so a row's output does not depend on the batch.
     PEFT's own `generate` puts the soft prompt before the left padding. Returns the new tokens only."""
     lm = body.get_base_model()
-    soft = body.get_prompt(batch_size=1)[0]  # p-tuning's encoder output, prompt tuning's embeddings
+    soft = body.get_prompt(batch_size=1)[0]  # [virtual, hidden]: a prompt encoder's output where there is one
     embeds, mask, _ = place_rows(lm.get_input_embeddings(), token_rows, [soft] * len(token_rows), True, pad_id)
     return lm.generate(inputs_embeds=embeds, attention_mask=mask, **options)
 

@@ -16,7 +16,8 @@ from torch import nn
 from lmtune.errors import LmtuneError
 from lmtune.forms import FULL_MODEL, form_named, peft_form
 from lmtune.serve.forms import Head, ServedAdapter
-from lmtune.serve.kinds import read_body_part, serve_kind_of
+from lmtune.serve.kinds import read_body_part, servable_types, serve_kind_of
+from lmtune.tasks.classification import ClassificationHead
 
 RUN_MARKERS = ("config.yaml", "provenance.json")
 READ_FILES = ("adapter_config.json", "adapter_model.safetensors", "head.safetensors", *RUN_MARKERS, "metrics.json")
@@ -139,9 +140,9 @@ def _read_run_files(name: str, folder: Path, model: nn.Module, base_hash: str) -
         )
     if not form.shares_base:
         raise LmtuneError(
-            f"adapter {name!r} ({_method_shown(config['method'])}) cannot be served: the server applies per row only "
-            "weight deltas, soft prompts, key/value prefixes and heads, and this method is none it has a reader for; "
-            "merge it into the base model (PEFT's merge_and_unload) and serve that as its own base"
+            f"adapter {name!r} ({_adapter_type(folder, config)}) cannot be served: the server applies per row only "
+            f"{', '.join(servable_types())} adapters and heads; merge it into the base model (PEFT's "
+            "merge_and_unload) and serve that as its own base"
         )
     task = config["task"]["name"]
     if task not in ("classification", "instruction", "translation"):
@@ -149,9 +150,7 @@ def _read_run_files(name: str, folder: Path, model: nn.Module, base_hash: str) -
     body = _body_part(folder, model) if (folder / "adapter_config.json").is_file() else None
     head = None
     if (folder / "head.safetensors").is_file():
-        state = read_tensors(folder / "head.safetensors", device=str(next(model.parameters()).device))
-        head = Head(state["classifier.weight"].float(), state["classifier.bias"].float(),
-                    [str(label) for label in config["data"]["labels"]], base["pooling"])
+        head = _read_head(folder, [str(label) for label in config["data"]["labels"]], base["pooling"], model)
     if body is None and head is None:
         raise LmtuneError(f"adapter {name!r} holds neither an adapter nor a head; nothing to serve")
     return ServedAdapter(name, folder, body, head, base["id"], config["method"]["name"], form,
@@ -170,9 +169,24 @@ def _read_peft(name: str, folder: Path, model: nn.Module, base_names: set[str]) 
     return ServedAdapter(name, folder, body, None, stated, peft_type, peft_form(peft_type), notes)
 
 
-def _method_shown(method: dict) -> str:
-    """The strategy, and the PEFT method where the strategy wraps any of them."""
-    return " ".join(str(v) for k, v in method.items() if k in ("name", "peft_type"))
+def _adapter_type(folder: Path, config: dict) -> str:
+    """What the run trained, as its PEFT config names it where it has one (the strategy's name says less)."""
+    if (folder / "adapter_config.json").is_file():
+        return f"PEFT type {read_json_object(folder / 'adapter_config.json').get('peft_type')}"
+    return str(config["method"]["name"])
+
+
+def _read_head(folder: Path, labels: list[str], pooling: str, model: nn.Module) -> Head:
+    """The head the classification task builds, filled from its own file (the file's names are the task's), then
+    read as what it is: one linear map on the pooled body."""
+    head = ClassificationHead(model.config.hidden_size, len(labels), pooling).to(next(model.parameters()).device)
+    try:
+        head.load_state_dict(read_tensors(folder / "head.safetensors"))
+    except RuntimeError as err:
+        raise LmtuneError(f"head.safetensors does not fit a {len(labels)}-label head on the served base "
+                          f"({' '.join(str(err).split())[:300]})") from None
+    linear = next(module for module in head.modules() if isinstance(module, nn.Linear))
+    return Head(linear.weight.detach().float(), linear.bias.detach().float(), labels, pooling)
 
 
 def _body_part(folder: Path, model: nn.Module, config: dict | None = None):
