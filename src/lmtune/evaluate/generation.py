@@ -2,6 +2,8 @@
 
 transformers' `generate` does the decoding (KV cache, beams, EOS handling); this module only batches prompts,
 pads them on the left (decoders continue from the last position) and cuts the text at stop strings.
+The adapter's form (`lmtune.forms`) picks how: `generate` itself, `generate` after a soft prompt placed as the
+server places it, or a full forward per token.
 """
 
 from __future__ import annotations
