@@ -9,7 +9,7 @@ import threading
 
 import pytest
 import torch
-from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
+from peft import IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from conftest import write_jsonl
@@ -30,9 +30,10 @@ ADAPTERS = {
     "prompt": {"name": "prompt_tuning", "num_virtual_tokens": 4},
     "p-tuning": {"name": "p_tuning", "num_virtual_tokens": 3},
     "prefix": {"name": "prefix_tuning", "num_virtual_tokens": 5},
+    "ia3": {"name": "peft", "peft_type": "IA3"},
 }
 PROMPTS = ["copy red 3", "copy big 7 the answer is", "copy old 1", "copy the the the new 5 blue", "copy 2",
-           "copy small 9 green", "copy blue 4", "copy white 8 old", "copy new 6"]
+           "copy small 9 green", "copy blue 4", "copy white 8 old", "copy new 6", "copy green old 0", "copy big 5"]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_the_store_finds_every_run_with_its_kind(served):
     engine = served["engine"]
     assert set(engine.store.names()) == set(ADAPTERS)
     kinds = {a: engine.adapter(a).kind for a in ADAPTERS}
-    assert kinds["lora"] == kinds["bottleneck-parallel"] == "weight_delta"
+    assert kinds["lora"] == kinds["bottleneck-parallel"] == kinds["ia3"] == "weight_delta"
     assert kinds["prompt"] == kinds["p-tuning"] == "virtual_tokens"
     assert kinds["prefix"] == "kv_prefix"
 
@@ -126,10 +127,13 @@ def test_stop_strings_and_max_tokens_end_a_request(served):
 # ---- adapters made by PEFT itself -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["lora", "prompt", "prefix"])
+@pytest.mark.parametrize("kind", ["lora", "prompt", "prefix", "ia3"])
 def test_peft_made_adapters_give_peft_logits(served, kind):
+    """PEFT's own forward is the reference (IA3: random scales on attention outputs and a feed-forward input)."""
     torch.manual_seed(0)
     configs = {
+        "ia3": IA3Config(task_type="CAUSAL_LM", target_modules=["k_proj", "v_proj", "down_proj"],
+                         feedforward_modules=["down_proj"], init_ia3_weights=False),
         "lora": LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"],
                            init_lora_weights=False),
         "prompt": PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3),

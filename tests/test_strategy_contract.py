@@ -13,6 +13,7 @@ from transformers import TrainerCallback
 from lmtune.runconfig import resolve_config
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.evaluator import evaluate_split
+from lmtune.forms import declared_peft_types, form_named, form_of_body
 from lmtune.methods import STRATEGIES
 from lmtune.models.tiny import ARCHES
 from lmtune.models.loading import load_backbone
@@ -157,6 +158,31 @@ def test_save_then_load_gives_the_same_logits(trained, variant, arch):
     assert exported or loaded.strategy.serve_kind == "head", "only a lone head has nothing in the body to export"
 
 
+@pytest.mark.parametrize("variant,arch", CASES)
+def test_evaluation_sees_the_form_the_strategy_declares(trained, variant, arch):
+    """Evaluation reads the form from the trained body's own PEFT config; it must be the strategy's."""
+    result, _ = trained(variant, arch)
+    strategy = load_run(result.run_dir).strategy
+    seen = form_of_body(result.model.body)
+    assert seen.decode == strategy.form.decode
+    if hasattr(result.model.body, "active_peft_config"):
+        assert seen is strategy.form
+
+
+def test_every_servable_form_has_a_reader_and_every_reader_a_declared_form():
+    from lmtune.serve.kinds import READERS
+
+    declared = {peft_type for peft_type, form in declared_peft_types().items() if form.shares_base}
+    assert set(READERS.names()) == declared
+
+
+def test_a_peft_method_without_a_reader_is_reported_not_servable():
+    strategy = STRATEGIES.all()["peft"]
+    loha = strategy(strategy.config_cls(peft_type="LOHA"))
+    assert loha.serve_kind == "not servable" and not loha.form.shares_base
+    assert strategy(strategy.config_cls(peft_type="IA3")).serve_kind == "weight_delta"
+
+
 @pytest.fixture(scope="module")
 def engines(tiny_models, trained):
     """One serving engine per tiny architecture, its adapter root the folder every contract run is written to."""
@@ -180,8 +206,9 @@ def test_served_adapter_equals_the_trained_model(trained, engines, variant, arch
     engine = engines(arch, str(result.run_dir.parent))
     engine.store.scan()
     name, other_name = result.run_dir.name, other.run_dir.name
-    if result.metrics["serve_kind"] == "full_model" or variant.startswith("peft-"):
-        with pytest.raises(LmtuneError, match="serve|cannot be served"):
+    if not form_named(result.metrics["serve_kind"]).shares_base:
+        # Full fine-tuning is served as its own base; PEFT methods without a reader (LoHa) say so in the run.
+        with pytest.raises(LmtuneError, match="as its own base"):
             engine.store.get(name)
         return
     loaded = load_run(result.run_dir)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import warnings
 from abc import abstractmethod
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from peft import PeftConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file
 
 from lmtune.errors import LmtuneError
+from lmtune.forms import Form, declare_peft_form
 from lmtune.io import save_pretrained_atomically
 from lmtune.methods._weights import freeze, load_into, save_tensors
 from lmtune.methods.base import Strategy
@@ -26,8 +28,18 @@ TRAINING_STATE = "training_state.safetensors"
 
 
 class PeftStrategy(Strategy):
+    peft_type: ClassVar[str]
+    """PEFT's name for the method (adapter_config.json's `peft_type`)."""
     #: True where PEFT's saved adapter cannot restart training (p-tuning's encoder, prefix projection).
     keeps_training_state: bool = False
+
+    def __init_subclass__(cls, **kwargs):
+        """A strategy that names its PEFT type and form declares that form for the type (`lmtune.forms`): the
+        adapters it trains, and PEFT folders of that type made elsewhere, are then evaluated and served alike."""
+        super().__init_subclass__(**kwargs)
+        peft_type, form = cls.__dict__.get("peft_type"), cls.__dict__.get("form")
+        if isinstance(peft_type, str) and isinstance(form, Form):
+            declare_peft_form(peft_type, form)
 
     @abstractmethod
     def peft_config(self, model) -> PeftConfig:

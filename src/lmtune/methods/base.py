@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import torch
 
 from lmtune.config.schema import MethodConfig
+from lmtune.forms import Form
 from lmtune.registry import Registry
 
 if TYPE_CHECKING:
     from lmtune.tasks.base import TaskModel
 
-ServeKind = Literal["weight_delta", "virtual_tokens", "kv_prefix", "head", "full_model"]
+# The names of `lmtune.forms`' forms, as metrics.json records them (`serve_kind`).
+ServeKind = Literal["weight_delta", "virtual_tokens", "kv_prefix", "head", "full_model", "not servable"]
 
 
 class Strategy(ABC):
@@ -26,7 +28,8 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     config_cls: ClassVar[type[MethodConfig]]
-    serve_kind: ClassVar[ServeKind]
+    form: ClassVar[Form]
+    """What the trained adapter is (`lmtune.forms`): how evaluation decodes with it and how it is served."""
     default_learning_rate: ClassVar[float]
     summary: ClassVar[str] = ""
 
@@ -49,6 +52,11 @@ class Strategy(ABC):
     @abstractmethod
     def export(self, model: TaskModel) -> dict[str, torch.Tensor]:
         """The serving form of what was trained (the body's part; the head is exported by the task)."""
+
+    @property
+    def serve_kind(self) -> ServeKind:
+        """The form's name, as metrics.json and `lmtune methods` show it."""
+        return self.form.name  # type: ignore[return-value]
 
     def describe(self) -> str:
         """One line on what gets trained, for logs and `lmtune methods`."""

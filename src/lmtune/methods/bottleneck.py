@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from lmtune.config.schema import MethodConfig
+from lmtune.forms import WEIGHT_DELTA
 from lmtune.methods._peft import PeftStrategy
 from lmtune.methods.base import register_strategy
 from lmtune.methods.bottleneck_peft import BottleneckConfig
@@ -39,7 +40,8 @@ class BottleneckMethodConfig(MethodConfig):
 class Bottleneck(PeftStrategy):
     name = "bottleneck"
     config_cls = BottleneckMethodConfig
-    serve_kind = "weight_delta"
+    peft_type = "BOTTLENECK"
+    form = WEIGHT_DELTA
     default_learning_rate = 1e-3
     summary = "series or parallel bottleneck adapters on the attention and/or MLP output projections"
 

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from lmtune.config.schema import MethodConfig
 from lmtune.errors import LmtuneError
+from lmtune.forms import FULL_MODEL, HEAD
 from lmtune.methods._weights import freeze, load_into, save_tensors
 from lmtune.methods.base import Strategy, register_strategy
 from lmtune.models.targets import transformer_blocks
@@ -31,8 +32,8 @@ class Freeze(Strategy):
     summary = "the body is frozen; the head (and optionally the last N blocks) trains"
 
     @property
-    def serve_kind(self):  # type: ignore[override]
-        return "head" if self.cfg.train_last_layers == 0 else "full_model"
+    def form(self):  # type: ignore[override]
+        return HEAD if self.cfg.train_last_layers == 0 else FULL_MODEL
 
     @property
     def default_learning_rate(self) -> float:  # type: ignore[override]

@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 
 from lmtune.config.schema import MethodConfig
+from lmtune.forms import FULL_MODEL
 from lmtune.io import save_pretrained_atomically
 from lmtune.methods.base import Strategy, register_strategy
 
@@ -21,7 +22,7 @@ class FullConfig(MethodConfig):
 class Full(Strategy):
     name = "full"
     config_cls = FullConfig
-    serve_kind = "full_model"
+    form = FULL_MODEL
     default_learning_rate = 5e-5
     summary = "every backbone weight trains; saved as a complete model folder"
 

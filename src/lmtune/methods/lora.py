@@ -8,6 +8,7 @@ from peft import LoraConfig
 from pydantic import Field
 
 from lmtune.config.schema import MethodConfig
+from lmtune.forms import WEIGHT_DELTA
 from lmtune.methods._peft import PeftStrategy
 from lmtune.methods.base import register_strategy
 from lmtune.models.targets import default_lora_targets
@@ -37,7 +38,8 @@ class LoraMethodConfig(MethodConfig):
 class Lora(PeftStrategy):
     name = "lora"
     config_cls = LoraMethodConfig
-    serve_kind = "weight_delta"
+    peft_type = "LORA"
+    form = WEIGHT_DELTA
     default_learning_rate = 1e-3
     summary = "low-rank updates on the target linear layers (PEFT LoRA)"
 

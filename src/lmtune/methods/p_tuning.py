@@ -10,6 +10,7 @@ from peft import PromptEncoderConfig, PromptEncoderReparameterizationType
 from pydantic import Field
 
 from lmtune.config.schema import MethodConfig
+from lmtune.forms import VIRTUAL_TOKENS
 from lmtune.methods._peft import PeftStrategy
 from lmtune.methods.base import register_strategy
 
@@ -39,7 +40,8 @@ ENCODERS = {"mlp": PromptEncoderReparameterizationType.MLP, "lstm": PromptEncode
 class PTuning(PeftStrategy):
     name = "p_tuning"
     config_cls = PTuningMethodConfig
-    serve_kind = "virtual_tokens"
+    peft_type = "P_TUNING"
+    form = VIRTUAL_TOKENS
     default_learning_rate = 3e-3
     keeps_training_state = True  # PEFT keeps only the encoder's output; the encoder itself is needed to train on
     summary = "a prompt encoder (MLP/LSTM) produces virtual tokens; optional init from a hand-written prompt"

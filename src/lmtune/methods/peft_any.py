@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any, Literal
 
 from peft import PeftConfig
@@ -11,8 +10,15 @@ from peft.utils import PeftType
 from pydantic import field_validator, model_validator
 
 from lmtune.config.schema import MethodConfig
+from lmtune.errors import did_you_mean, hint
+from lmtune.forms import WEIGHT_DELTA, declare_peft_form, peft_form
 from lmtune.methods._peft import PeftStrategy
 from lmtune.methods.base import register_strategy
+
+
+# IA3 scales activations per channel: on a module's output (keys, values) that is out·(l - 1) added to the output,
+# on a feed-forward module's input W·((l - 1)·x) added to it, both additions to module outputs (serve/kinds/ia3.py).
+declare_peft_form("IA3", WEIGHT_DELTA)
 
 
 def _peft_config_class(peft_type: str) -> type[PeftConfig]:
@@ -38,9 +44,8 @@ class AnyPeftConfig(MethodConfig):
         value = value.upper()
         known = [t.value for t in PeftType]
         if value not in known:
-            close = difflib.get_close_matches(value, known, n=1, cutoff=0.5)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise ValueError(f"unknown PEFT type {value!r}; {hint}known: {', '.join(known)}")
+            suggestion = did_you_mean(value, known)
+            raise ValueError(f"unknown PEFT type {value!r}; {suggestion + ' ' if suggestion else ''}known: {', '.join(known)}")
         return value
 
     @model_validator(mode="after")
@@ -48,9 +53,7 @@ class AnyPeftConfig(MethodConfig):
         fields = {f.name for f in dataclasses.fields(_peft_config_class(self.peft_type))}
         for key in self.options:
             if key not in fields or key == "task_type":
-                close = difflib.get_close_matches(key, sorted(fields), n=1, cutoff=0.5)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise ValueError(f"{self.peft_type} has no option {key!r}{hint}")
+                raise ValueError(f"{self.peft_type} has no option {key!r}{hint(key, sorted(fields))}")
         return self
 
 
@@ -65,11 +68,14 @@ class AnyPeft(PeftStrategy):
         return self.cfg.default_learning_rate
 
     @property
-    def serve_kind(self):  # type: ignore[override]
-        config_cls = _peft_config_class(self.cfg.peft_type)
-        if self.cfg.peft_type == "PREFIX_TUNING":
-            return "kv_prefix"
-        return "virtual_tokens" if config_cls().is_prompt_learning else "weight_delta"
+    def peft_type(self) -> str:  # type: ignore[override]
+        return self.cfg.peft_type
+
+    @property
+    def form(self):  # type: ignore[override]
+        """The declared form of its PEFT type (lora, prompt tuning, ... by their own strategies; IA3 below), else
+        honestly not servable: no reader applies it per row."""
+        return peft_form(self.cfg.peft_type, _peft_config_class(self.cfg.peft_type)().is_prompt_learning)
 
     def peft_config(self, model) -> PeftConfig:
         config_cls = _peft_config_class(self.cfg.peft_type)

@@ -8,6 +8,7 @@ from peft import PrefixTuningConfig
 from pydantic import Field
 
 from lmtune.config.schema import MethodConfig
+from lmtune.forms import KV_PREFIX
 from lmtune.methods._peft import PeftStrategy
 from lmtune.methods.base import register_strategy
 
@@ -27,7 +28,8 @@ class PrefixTuningMethodConfig(MethodConfig):
 class PrefixTuning(PeftStrategy):
     name = "prefix_tuning"
     config_cls = PrefixTuningMethodConfig
-    serve_kind = "kv_prefix"
+    peft_type = "PREFIX_TUNING"
+    form = KV_PREFIX
     default_learning_rate = 1e-2
     summary = "trainable key/value prefixes in every attention layer (PEFT prefix tuning)"
 

@@ -8,6 +8,7 @@ from peft import PromptTuningConfig, PromptTuningInit
 from pydantic import Field, model_validator
 
 from lmtune.config.schema import MethodConfig
+from lmtune.forms import VIRTUAL_TOKENS
 from lmtune.methods._peft import PeftStrategy
 from lmtune.methods.base import register_strategy
 
@@ -37,7 +38,8 @@ INIT = {"random": PromptTuningInit.RANDOM, "vocab": PromptTuningInit.SAMPLE_VOCA
 class PromptTuning(PeftStrategy):
     name = "prompt_tuning"
     config_cls = PromptTuningMethodConfig
-    serve_kind = "virtual_tokens"
+    peft_type = "PROMPT_TUNING"
+    form = VIRTUAL_TOKENS
     default_learning_rate = 3e-2
     summary = "trainable soft-prompt embeddings before the input (PEFT prompt tuning)"
 

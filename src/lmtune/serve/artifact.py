@@ -14,8 +14,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 from lmtune.errors import LmtuneError
+from lmtune.forms import FULL_MODEL, form_named, peft_form
 from lmtune.serve.forms import Head, ServedAdapter
-from lmtune.serve.kinds import read_body_part, serve_kind_of
+from lmtune.serve.kinds import READERS, read_body_part, serve_kind_of
+from lmtune.tasks.classification import ClassificationHead
 
 RUN_MARKERS = ("config.yaml", "provenance.json")
 READ_FILES = ("adapter_config.json", "adapter_model.safetensors", "head.safetensors", *RUN_MARKERS, "metrics.json")
@@ -130,11 +132,17 @@ def _read_run_files(name: str, folder: Path, model: nn.Module, base_hash: str) -
             f"adapter {name!r} was trained on base model {base['id']!r} (weights sha256 {base['weights_sha256'][:12]}…), "
             f"not on the served base ({base_hash[:12]}…); serve it with --base {base['id']}"
         )
-    serve_kind = read_json_object(folder / "metrics.json").get("serve_kind")
-    if serve_kind == "full_model":
+    form = form_named(str(read_json_object(folder / "metrics.json").get("serve_kind")))
+    if form is FULL_MODEL:
         raise LmtuneError(
             f"adapter {name!r} ({config['method']['name']}) changed the base model's own weights, so it cannot share "
             f"one base with other adapters; serve it as its own base: lmtune serve --base ROOT/{name}/model"
+        )
+    if not form.shares_base:
+        raise LmtuneError(
+            f"adapter {name!r} ({_adapter_type(folder, config)}) cannot be served: the server applies per row only "
+            f"{', '.join(READERS.names())} adapters and heads; merge it into the base model (PEFT's "
+            "merge_and_unload) and serve that as its own base"
         )
     task = config["task"]["name"]
     if task not in ("classification", "instruction", "translation"):
@@ -142,12 +150,10 @@ def _read_run_files(name: str, folder: Path, model: nn.Module, base_hash: str) -
     body = _body_part(folder, model) if (folder / "adapter_config.json").is_file() else None
     head = None
     if (folder / "head.safetensors").is_file():
-        state = read_tensors(folder / "head.safetensors", device=str(next(model.parameters()).device))
-        head = Head(state["classifier.weight"].float(), state["classifier.bias"].float(),
-                    [str(label) for label in config["data"]["labels"]], base["pooling"])
+        head = _read_head(folder, [str(label) for label in config["data"]["labels"]], base["pooling"], model)
     if body is None and head is None:
         raise LmtuneError(f"adapter {name!r} holds neither an adapter nor a head; nothing to serve")
-    return ServedAdapter(name, folder, body, head, base["id"], config["method"]["name"],
+    return ServedAdapter(name, folder, body, head, base["id"], config["method"]["name"], form,
                          max_length=config["model"].get("max_length"), template=config["task"].get("template"))
 
 
@@ -159,7 +165,28 @@ def _read_peft(name: str, folder: Path, model: nn.Module, base_names: set[str]) 
     if stated not in base_names and Path(str(stated)).name not in {Path(n).name for n in base_names}:
         # Shapes were checked against the served model; a name cannot be, since the same weights go by many names.
         notes.append(f"made for {stated!r}; its shapes fit the served base")
-    return ServedAdapter(name, folder, body, None, stated, str(config.get("peft_type")), notes)
+    peft_type = str(config.get("peft_type"))
+    return ServedAdapter(name, folder, body, None, stated, peft_type, peft_form(peft_type), notes)
+
+
+def _adapter_type(folder: Path, config: dict) -> str:
+    """What the run trained, as its PEFT config names it where it has one (the strategy's name says less)."""
+    if (folder / "adapter_config.json").is_file():
+        return f"PEFT type {read_json_object(folder / 'adapter_config.json').get('peft_type')}"
+    return str(config["method"]["name"])
+
+
+def _read_head(folder: Path, labels: list[str], pooling: str, model: nn.Module) -> Head:
+    """The head the classification task builds, filled from its own file (the file's names are the task's), then
+    read as what it is: one linear map on the pooled body."""
+    head = ClassificationHead(model.config.hidden_size, len(labels), pooling).to(next(model.parameters()).device)
+    try:
+        head.load_state_dict(read_tensors(folder / "head.safetensors"))
+    except RuntimeError as err:
+        raise LmtuneError(f"head.safetensors does not fit a {len(labels)}-label head on the served base "
+                          f"({' '.join(str(err).split())[:300]})") from None
+    linear = next(module for module in head.modules() if isinstance(module, nn.Linear))
+    return Head(linear.weight.detach().float(), linear.bias.detach().float(), labels, pooling)
 
 
 def _body_part(folder: Path, model: nn.Module, config: dict | None = None):

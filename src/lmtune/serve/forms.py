@@ -9,9 +9,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import torch
+
+from lmtune.forms import Form
 
 
 def tensor_bytes(tensors) -> int:
@@ -20,9 +21,6 @@ def tensor_bytes(tensors) -> int:
 
 class BodyPart(ABC):
     """The part of an adapter that changes the body's computation. Subclasses live in `serve/kinds/`."""
-
-    serve_kind: ClassVar[str]
-    """DESIGN.md's serving kind: weight_delta, virtual_tokens or kv_prefix."""
 
     @abstractmethod
     def tensors(self) -> list[torch.Tensor]:
@@ -72,6 +70,8 @@ class ServedAdapter:
     """The base model the adapter says it was trained on (id or path), for listings."""
     method: str
     """The lmtune strategy or the PEFT type it came from."""
+    form: Form
+    """What it is (`lmtune.forms`), as the strategy that trained its PEFT type declares it."""
     notes: list[str] = field(default_factory=list)
     max_length: int | None = None
     """The run's model.max_length: classification truncates to it, as evaluation did."""
@@ -80,9 +80,7 @@ class ServedAdapter:
 
     @property
     def kind(self) -> str:
-        if self.body is not None:
-            return self.body.serve_kind
-        return "head" if self.head is not None else "none"
+        return self.form.name
 
     def nbytes(self) -> int:
         return (self.body.nbytes() if self.body else 0) + (tensor_bytes(self.head.tensors()) if self.head else 0)

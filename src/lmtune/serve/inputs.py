@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+from lmtune.forms import place_rows
 from lmtune.serve.forms import ServedAdapter
 
 
@@ -48,29 +49,18 @@ def build_inputs(embed: torch.nn.Module, token_rows: Sequence[Sequence[int]], ad
     softs = [b.soft_prompt() if b is not None else None for b in bodies]
     prefixes = [b.kv_prefix() if b is not None else None for b in bodies]
     prefix_lengths = [p[0][0].size(1) if p else 0 for p in prefixes]
-    lengths = [len(t) + (s.size(0) if s is not None else 0) for t, s in zip(token_rows, softs)]
-    rows, width, longest_text = len(token_rows), max(lengths), max(len(t) for t in token_rows)
-    ids = torch.full((rows, width), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros(rows, width, dtype=torch.long, device=device)
-    positions = torch.zeros(rows, width, dtype=torch.long, device=device)
+    embeds, mask, layout = place_rows(embed, token_rows, softs, left_pad, pad_id)  # the placement evaluation uses
+    rows, longest_text = len(token_rows), max(len(t) for t in token_rows)
+    positions = torch.zeros(rows, layout.width, dtype=torch.long, device=device)
     text_index = torch.zeros(rows, longest_text, dtype=torch.long, device=device)
     text_mask = torch.zeros(rows, longest_text, dtype=torch.long, device=device)
-    starts = []
-    for row, (tokens, length) in enumerate(zip(token_rows, lengths)):
-        start = width - length if left_pad else 0
-        text_start = start + length - len(tokens)
-        ids[row, text_start : text_start + len(tokens)] = torch.tensor(list(tokens), dtype=torch.long)
-        mask[row, start : start + length] = 1
+    for row, tokens in enumerate(token_rows):
+        start, length, text_start = layout.starts[row], layout.lengths[row], layout.text_starts[row]
         positions[row, start : start + length] = torch.arange(length) + prefix_lengths[row]
         text_index[row, : len(tokens)] = torch.arange(text_start, text_start + len(tokens))
         text_mask[row, : len(tokens)] = 1
-        starts.append(start)
-    embeds = embed(ids)
-    for row, soft in enumerate(softs):
-        if soft is not None:
-            embeds[row, starts[row] : starts[row] + soft.size(0)] = soft.to(embeds.dtype)
     cache, prefix_mask = _prefix_cache(prefixes, prefix_lengths, embeds)
-    next_position = torch.tensor([p + n for p, n in zip(prefix_lengths, lengths)], device=device)
+    next_position = torch.tensor([p + n for p, n in zip(prefix_lengths, layout.lengths)], device=device)
     return RowInputs(embeds, torch.cat([prefix_mask, mask], dim=1), positions, cache, text_index, text_mask, next_position)
 
 

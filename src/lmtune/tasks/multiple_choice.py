@@ -27,6 +27,7 @@ from lmtune.data.sources import read_split
 from lmtune.data.splits import Splits
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.choices import ScoredRows, choice_logprobs, score_rows
+from lmtune.forms import form_of_body
 from lmtune.tasks.base import Task, TaskModel, register_task
 
 PLAIN_TEMPLATE = "Question: {question}\nAnswer:"
@@ -247,10 +248,10 @@ class MultipleChoiceTask(Task):
 
     @staticmethod
     def shares_context(body) -> bool:
-        """Whether the question's context may run once with its choices continuing from the KV cache: where the
-        adapter lives in the modules or the weights (soft prompts and prefixes go through the full rows)."""
-        config = getattr(body, "active_peft_config", None)
-        return not getattr(config, "is_prompt_learning", False)  # TODO(merge): ask lmtune.forms.form_of_body
+        """Whether a question's context may run once with its choices continuing from the KV cache: where the
+        adapter's form decodes exactly with the cache (weights and module deltas; soft prompts and prefixes take
+        full rows)."""
+        return form_of_body(body).decode == "cached"
 
     @staticmethod
     def max_choices_of(items: list[ChoiceItem]) -> int:

@@ -1,4 +1,7 @@
-"""The registry of servable PEFT types and the shared checks every reader uses."""
+"""The registry of servable PEFT types and the shared checks every reader uses.
+
+A reader exists for each PEFT type a strategy declares a servable form for (`lmtune.forms`), and for no other:
+registering one for an undeclared type fails at import."""
 
 from __future__ import annotations
 
@@ -8,7 +11,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+import lmtune.methods  # noqa: F401  (the strategies declare the forms the readers are registered for)
 from lmtune.errors import LmtuneError
+from lmtune.forms import Form, declared_peft_types, peft_form
 from lmtune.registry import Registry
 from lmtune.serve.forms import BodyPart
 
@@ -18,38 +23,43 @@ class KindReader(ABC):
 
     name: ClassVar[str]
     """The PEFT type, as in adapter_config.json's `peft_type`."""
-    serve_kind: ClassVar[str]
-    """What its body part is: weight_delta, virtual_tokens or kv_prefix (listings tell it before loading)."""
+
+    @property
+    def form(self) -> Form:
+        return peft_form(self.name)
 
     @abstractmethod
     def read(self, config: dict[str, Any], tensors: dict[str, torch.Tensor], model: nn.Module) -> BodyPart:
         """Raise LmtuneError when the adapter does not fit `model` (another base model)."""
 
 
-_KINDS: Registry[KindReader] = Registry("adapter type", "adapter types")
+READERS: Registry[KindReader] = Registry("adapter type", "adapter types")
+"""PEFT type → its reader; `READERS.names()` are the types the server applies per row."""
 
 
 def register_kind(cls: type[KindReader]) -> type[KindReader]:
-    return _KINDS.register(cls)
-
-
-def servable_types() -> list[str]:
-    return sorted(_KINDS.all())
+    """Class decorator: register a reader, only for a PEFT type a strategy declares a servable form for."""
+    form = declared_peft_types().get(cls.name)
+    if form is None or not form.shares_base:
+        raise ValueError(f"a serve reader for PEFT type {cls.name!r}, which no strategy declares a servable form for "
+                         "(lmtune.forms.declare_peft_form)")
+    return READERS.register(cls)
 
 
 def serve_kind_of(peft_type: str) -> str:
-    return _KINDS.all()[peft_type].serve_kind if peft_type in _KINDS.all() else "not servable"
+    """The form's name, for listings that tell it before loading."""
+    return peft_form(peft_type).name if peft_type in READERS else "not servable"
 
 
 def read_body_part(config: dict[str, Any], tensors: dict[str, torch.Tensor], model: nn.Module) -> BodyPart:
     peft_type = str(config.get("peft_type", ""))
-    if peft_type not in _KINDS.all():
+    if peft_type not in READERS:
         raise LmtuneError(
             f"adapters of PEFT type {peft_type!r} cannot be served yet; the server applies "
-            f"{', '.join(servable_types())} per row (serve the merged model as its own base instead)"
+            f"{', '.join(READERS.names())} per row (serve the merged model as its own base instead)"
         )
     device = next(model.parameters()).device  # adapters live beside the base model's weights
-    return _KINDS.get(peft_type)().read(config, {k: v.to(device) for k, v in tensors.items()}, model)
+    return READERS.build(peft_type).read(config, {k: v.to(device) for k, v in tensors.items()}, model)
 
 
 def module_path(saved_name: str, model: nn.Module) -> str:

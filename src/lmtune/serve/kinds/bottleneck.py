@@ -68,7 +68,6 @@ class BottleneckPart(WeightDeltaPart):
 @register_kind
 class BottleneckReader(KindReader):
     name = "BOTTLENECK"
-    serve_kind = "weight_delta"
 
     def read(self, config: dict[str, Any], tensors: dict[str, torch.Tensor], model) -> BottleneckPart:
         kind, activation = config.get("kind", "series"), config.get("non_linearity", "tanh")

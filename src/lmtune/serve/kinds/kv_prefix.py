@@ -15,7 +15,6 @@ from lmtune.serve.kinds.base import KindReader, check_shape, register_kind
 @dataclass
 class KVPrefixPart(BodyPart):
     layers: list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values): [kv_heads, virtual, head_dim]
-    serve_kind = "kv_prefix"
 
     def tensors(self) -> list[torch.Tensor]:
         return [t for pair in self.layers for t in pair]
@@ -27,7 +26,6 @@ class KVPrefixPart(BodyPart):
 @register_kind
 class PrefixTuningReader(KindReader):
     name = "PREFIX_TUNING"
-    serve_kind = "kv_prefix"
 
     def read(self, config: dict[str, Any], tensors: dict[str, torch.Tensor], model) -> KVPrefixPart:
         from peft.utils.constants import TRANSFORMERS_MODELS_TO_PREFIX_TUNING_POSTPROCESS_MAPPING

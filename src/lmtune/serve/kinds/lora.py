@@ -48,7 +48,6 @@ class LoraPart(WeightDeltaPart):
 @register_kind
 class LoraReader(KindReader):
     name = "LORA"
-    serve_kind = "weight_delta"
 
     def read(self, config: dict[str, Any], tensors: dict[str, torch.Tensor], model) -> LoraPart:
         for option, plain in (("use_dora", False), ("bias", "none")):

@@ -16,7 +16,6 @@ from lmtune.serve.kinds.base import KindReader, check_shape, register_kind
 @dataclass
 class SoftPromptPart(BodyPart):
     embeddings: torch.Tensor  # [virtual, hidden]
-    serve_kind = "virtual_tokens"
 
     def tensors(self) -> list[torch.Tensor]:
         return [self.embeddings]
@@ -26,7 +25,6 @@ class SoftPromptPart(BodyPart):
 
 
 class SoftPromptReader(KindReader):
-    serve_kind = "virtual_tokens"
 
     def read(self, config: dict[str, Any], tensors: dict[str, torch.Tensor], model) -> SoftPromptPart:
         if (config.get("num_transformer_submodules") or 1) != 1:

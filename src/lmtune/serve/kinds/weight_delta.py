@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Hashable, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
@@ -29,7 +29,6 @@ def pad_to(tensor: torch.Tensor, dim: int, size: int, left: bool = False) -> tor
 
 
 class WeightDeltaPart(BodyPart):
-    serve_kind: ClassVar[str] = "weight_delta"
     modules: dict[str, Any]
 
     def module_names(self) -> list[str]:
