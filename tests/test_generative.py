@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA, write_jsonl
+from prefix_reference import prefix_greedy, prefix_llama_logits
 from lmtune.runconfig import resolve_config
 from lmtune.data.templates import ALPACA, ALPACA_WITH_INPUT, Example, build_template, record_format, to_example
 from lmtune.errors import LmtuneError
@@ -368,6 +369,20 @@ def slow_greedy(model, prompt: str, steps: int, add_special_tokens: bool = True)
     return ids[0, start:].tolist()
 
 
+def test_prefix_tuning_forward_equals_a_hand_written_prefix_attention(gen_models, gen_data, tmp_path):
+    """PEFT's training forward for prefix tuning against attention over [prefix; text] written out by hand: the
+    ground the prefix-tuning generation reference stands on."""
+    result = train(gen_config(gen_models["llama"], gen_data, tmp_path, GENERATIVE_VARIANTS["prefix_tuning"]))
+    model = result.model.eval()
+    ids = model.tokenizer(["copy red green 4 the answer is"], return_tensors="pt", return_token_type_ids=False)["input_ids"]
+    with torch.no_grad():
+        trained = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        without_prefix = model.body.get_base_model()(input_ids=ids).logits
+    by_hand = prefix_llama_logits(model.body, ids)
+    torch.testing.assert_close(by_hand, trained, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(by_hand, without_prefix, atol=1e-3), "the prefix must change the logits"
+
+
 # Found when this test was made able to fail: the bottleneck adapter does not learn the copy task on the tiny
 # Llama (validation loss 3.81 -> 3.79 in 40 steps at lr 0.1, 3.81 at 0.3), so every reference generation is an
 # immediate end token and the comparison is empty. Strict: it fails loudly once the bottleneck learns.
@@ -397,7 +412,9 @@ def test_batched_cached_generation_equals_the_slow_reference(gen_models, gen_dat
     ends = generation.end_token_ids(model)
     with torch.no_grad():
         for prompt in prompts:
-            ids = slow_greedy(model, prompt, 5, template.add_special_tokens)
+            # prefix tuning generates by the very full forward slow_greedy runs: its reference is written by hand
+            reference = prefix_greedy if method == "prefix_tuning" else slow_greedy
+            ids = reference(model, prompt, 5, template.add_special_tokens)
             # generation stops at an end token; the reference runs on: it is cut at its first end token
             ids = ids[: next((i for i, token in enumerate(ids) if token in ends), len(ids))]
             decoded.append(model.tokenizer.decode(ids, skip_special_tokens=True).strip())
