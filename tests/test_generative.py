@@ -12,14 +12,13 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA, write_jsonl
-from prefix_reference import prefix_greedy, prefix_llama_logits
-from reference_scores import number_answers, read_predictions, sacrebleu_scores
-from lmtune.runconfig import resolve_config
 from lmtune.data.templates import ALPACA, ALPACA_WITH_INPUT, Example, build_template, record_format, to_example
 from lmtune.errors import LmtuneError
-from lmtune.runconfig import build_task
+from lmtune.runconfig import build_task, resolve_config
 from lmtune.train import train
 from lmtune.train.artifacts import load_run
+from prefix_reference import prefix_greedy, prefix_llama_logits
+from reference_scores import number_answers, read_predictions, sacrebleu_scores
 
 WORDS = "red blue green black white big small old new".split()
 INSTRUCTION = "Translate the following English text into German."
