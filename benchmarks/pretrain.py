@@ -50,7 +50,7 @@ def save(key: str, value) -> None:
 def compare(config: str, overrides: list[str] | None = None):
     from lmtune.compare.runner import load_compare_config, run_compare
 
-    import lmtune.pretrain.lstm  # noqa: F401 - LSTM folders load with AutoModel in this process
+    import lmtune.models.lstm  # noqa: F401 - LSTM folders load with AutoModel in this process
 
     started = time.perf_counter()
     result = run_compare(load_compare_config(EXAMPLES / config, overrides or []))

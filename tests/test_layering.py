@@ -148,3 +148,29 @@ def test_config_imports_nothing_above_errors():
     graph = import_graph()
     config = {m: t for m, t in graph.items() if _package(m) == "config"}
     assert config and all(_package(t) in ("config", "errors") for targets in config.values() for t in targets)
+
+
+def _named_literals(path: Path, names: set[str]) -> list[str]:
+    """String constants in `path` that are exactly one of `names` (docstrings and comments are not constants of
+    interest: only code that branches on or builds from a name counts)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [f"{path.relative_to(SRC)}:{node.lineno}: {node.value!r}" for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
+            and id(node) not in docstrings]
+
+
+def test_no_code_outside_the_strategies_names_a_strategy_or_a_peft_type():
+    """Shared code asks a strategy's form or its registry, never which strategy (or PEFT type) it holds: the
+    strategies (`methods/`) and the served PEFT readers (`serve/kinds/`) are the only places that name them."""
+    from peft import PeftType
+
+    from lmtune.methods import STRATEGIES
+
+    names = set(STRATEGIES.names()) | {t.value for t in PeftType}
+    owners = (SRC / "lmtune" / "methods", SRC / "lmtune" / "serve" / "kinds")
+    found = [hit for path in sorted((SRC / "lmtune").rglob("*.py")) if not path.is_relative_to(owners[0])
+             and not path.is_relative_to(owners[1]) for hit in _named_literals(path, names)]
+    assert found == []

@@ -21,8 +21,9 @@ def tiny_pretrain_overrides(out: Path, arch: str, steps: int = 40, **extra) -> l
         "corpus.files": f"[{SHAKESPEARE}]", "corpus.max_chars": 40000, "corpus.max_validation_chars": 4000,
         "corpus.chunk_chars": 4000, "tokenizer.vocab_size": 300, "model.arch": arch, "model.hidden": 32,
         "model.layers": 2, "model.heads": 4, "model.max_positions": 128, "train.seq_len": 32, "train.batch_size": 8,
-        "train.max_steps": steps, "train.eval_every": 1000, "train.checkpoint_every": 1000, "train.progress": False,
-        "train.threads": 1, "train.logging_steps": 5, "optim.lr": 5e-3, "optim.warmup_steps": 2, "output.dir": str(out),
+        "train.max_steps": steps, "train.eval_steps": 1000, "train.checkpoint_every": 1000, "train.progress": False,
+        "train.num_threads": 1, "train.logging_steps": 5, "train.learning_rate": 5e-3, "train.warmup_steps": 2,
+        "output.dir": str(out),
         **extra,
     }
     return [f"{k}={v}" for k, v in overrides.items()]
@@ -222,7 +223,8 @@ def test_pretrained_folder_reloads_and_fine_tunes_with_lmtune_train(tmp_path, ar
     from lmtune.train import train
 
     folder = tmp_path / arch
-    metrics = pretrain(folder, arch, steps=30, **{"optim.name": "sgd", "optim.lr": 0.5, "optim.momentum": 0.9})
+    metrics = pretrain(folder, arch, steps=30, **{"train.optimizer": "sgd", "train.learning_rate": 0.5,
+                                                        "train.momentum": 0.9})
     reloaded = AutoModelForCausalLM.from_pretrained(folder)
     from lmtune.pretrain.config import load_pretrain_config
     from lmtune.pretrain.corpus import read_texts
@@ -267,6 +269,9 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
 
     with pytest.raises(LmtuneError, match="train.resume=true"):
         run_pretrain(cfg)
+    changed = tiny_pretrain_overrides(killed, "gpt2", 8, **common, **{"train.resume": True, "train.learning_rate": 0.1})
+    with pytest.raises(LmtuneError, match=r"differs from the saved one:\n  train.learning_rate: 0.005 → 0.1"):
+        run_pretrain(load_pretrain_config("model", None, changed))
     resumed = run_pretrain(load_pretrain_config("model", None, tiny_pretrain_overrides(killed, "gpt2", 8, **common, **{"train.resume": True})))
     assert resumed["resumed_from"] == "checkpoint-4"
     a, b = load_file(str(straight / "model.safetensors")), load_file(str(killed / "model.safetensors"))
@@ -275,28 +280,145 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
 
 # --- continued pre-training ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method", ["lora", "full"])
+def continue_overrides(tiny_models, toy_data, tmp_path, out: Path, method: dict, **extra) -> list[str]:
+    domain = tmp_path / "domain.jsonl"
+    domain.write_text(toy_data["train"].read_text())  # the toy texts: words the tiny model's vocabulary knows
+    overrides = {
+        "model": tiny_models["llama"], "corpus.files": f"[{domain}]", "corpus.validation_fraction": 0.2,
+        "train.seq_len": 16, "train.batch_size": 8, "train.max_steps": 30, "train.eval_steps": 1000,
+        "train.progress": False, "train.num_threads": 1, "train.checkpoint_every": 1000, "train.learning_rate": 1e-2,
+        "train.warmup_steps": 0, "output.dir": out, **{f"method.{k}": v for k, v in method.items()}, **extra,
+    }
+    return [f"{k}={v}" for k, v in overrides.items()]
+
+
+CONTINUE_METHODS = {
+    "lora": ({"name": "lora", "rank": 4, "alpha": 32, "dropout": 0.05}, 0.95),
+    "full": ({"name": "full"}, 0.7),
+    "bottleneck": ({"name": "bottleneck", "bottleneck_size": 8}, 0.95),
+    "freeze": ({"name": "freeze", "train_last_layers": 1}, 0.95),
+}
+
+
+@pytest.mark.parametrize("method", list(CONTINUE_METHODS))
 def test_continued_pretraining_lowers_held_out_perplexity(tmp_path, tiny_models, toy_data, method):
     from transformers import AutoModelForCausalLM
 
+    from lmtune.methods import STRATEGIES
     from lmtune.pretrain.config import load_pretrain_config
-    from lmtune.pretrain.continue_ import heldout_report, run_continue
+    from lmtune.pretrain.continue_ import heldout_report, load_causal_lm, run_continue
+    from lmtune.pretrain.perplexity import perplexity_report
+    from lmtune.pretrain.corpus import read_texts
 
-    domain = tmp_path / "domain.jsonl"
-    domain.write_text(toy_data["train"].read_text())  # the toy texts: words the tiny model's vocabulary knows
+    section, factor = CONTINUE_METHODS[method]
     out = tmp_path / method
-    cfg = load_pretrain_config("continue", None, [
-        f"model={tiny_models['llama']}", f"method={method}", f"corpus.files=[{domain}]", "corpus.validation_fraction=0.2",
-        "train.seq_len=16", "train.batch_size=8", "train.max_steps=30", "train.eval_every=1000", "train.progress=false",
-        "train.threads=1", "train.checkpoint_every=1000", "optim.lr=1e-2", "optim.warmup_steps=0", "lora.rank=4",
-        f"output.dir={out}",
-    ])
+    cfg = load_pretrain_config("continue", None, continue_overrides(tiny_models, toy_data, tmp_path, out, section))
     metrics = run_continue(cfg)
-    assert metrics["perplexity_after"] < (0.95 if method == "lora" else 0.7) * metrics["perplexity_before"]
-    assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "llama"
-    assert (out / "adapter" / "adapter_config.json").is_file() == (method == "lora")
-    check = heldout_report(out, cfg)  # the saved (merged) folder gives the perplexity measured in memory
+    assert metrics["perplexity_after"] < factor * metrics["perplexity_before"]
+    assert metrics["method"] == method
+    assert (metrics["trainable_params"] < metrics["total_params"]) == (method != "full")
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["method"] == method and provenance["base_model"]["weights_sha256"]
+    assert (out / "train_log.jsonl").is_file() and not (out / "checkpoints").exists()
+    assert (out / "adapter" / "adapter_config.json").is_file() == (method in ("lora", "bottleneck"))
+    if method == "bottleneck":  # non-linear: nothing merges; the adapter on the base model is the result
+        assert not (out / "model.safetensors").exists() and metrics["saved"] == ["adapter"]
+        model = STRATEGIES.build(cfg.method.name, cfg.method).load(load_causal_lm(cfg.model), out / "adapter")
+        check = perplexity_report(model, model.tokenizer, read_texts(cfg.corpus, "validation"), 16)
+    else:
+        assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "llama"
+        check = heldout_report(out, cfg)  # the saved (merged) folder gives the perplexity measured in memory
     assert check["perplexity"] == pytest.approx(metrics["perplexity_after"], rel=1e-3)
+
+
+def test_continue_takes_the_strategys_learning_rate_and_writes_it(tmp_path, tiny_models, toy_data):
+    import yaml
+
+    from lmtune.pretrain.config import load_pretrain_config
+    from lmtune.pretrain.continue_ import run_continue
+
+    out = tmp_path / "out"
+    overrides = continue_overrides(tiny_models, toy_data, tmp_path, out, {"name": "full"}, **{"train.max_steps": 2})
+    cfg = load_pretrain_config("continue", None, [o for o in overrides if not o.startswith("train.learning_rate")])
+    assert cfg.train.learning_rate is None
+    run_continue(cfg)
+    saved = yaml.safe_load((out / "pretrain_continue.yaml").read_text())
+    assert saved["train"]["learning_rate"] == 5e-5 and saved["method"] == {"name": "full"}
+
+
+def test_killed_continue_run_resumes_to_the_same_adapter(tmp_path, tiny_models, toy_data):
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from lmtune.pretrain.config import load_pretrain_config
+    from lmtune.pretrain.continue_ import run_continue
+
+    class Kill(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 4:
+                raise KeyboardInterrupt
+
+    lora = {"name": "lora", "rank": 4, "dropout": 0.0}
+    common = {"train.max_steps": 8, "train.checkpoint_every": 4}
+
+    def config(out: Path, **extra):
+        return load_pretrain_config("continue", None, continue_overrides(tiny_models, toy_data, tmp_path, out, lora,
+                                                                         **common, **extra))
+
+    run_continue(config(tmp_path / "straight"))
+    killed = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        run_continue(config(killed), callbacks=[Kill()])
+    assert not (killed / "metrics.json").exists() and (killed / "checkpoints" / "checkpoint-4").is_dir()
+    # Checkpoints hold what trains (the adapter), not the whole model, as in `lmtune train`.
+    assert all("lora_" in key for key in load_file(str(killed / "checkpoints" / "checkpoint-4" / "model.safetensors")))
+    resumed = run_continue(config(killed, **{"train.resume": True}))
+    assert resumed["resumed_from"] == "checkpoint-4"
+    a = load_file(str(tmp_path / "straight" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(killed / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+@pytest.mark.parametrize("command", ["model", "continue"])
+def test_overwrite_with_a_bad_corpus_keeps_the_old_output(tmp_path, tiny_models, toy_data, command):
+    from lmtune.errors import LmtuneError
+    from lmtune.pretrain.config import load_pretrain_config
+    from lmtune.pretrain.continue_ import run_continue
+    from lmtune.pretrain.from_scratch import run_pretrain
+
+    out = tmp_path / "out"
+    if command == "model":
+        def overrides(**extra):
+            return tiny_pretrain_overrides(out, "gpt2", 2, **extra)
+        run = run_pretrain
+    else:
+        def overrides(**extra):
+            return continue_overrides(tiny_models, toy_data, tmp_path, out, {"name": "lora"},
+                                      **{"train.max_steps": 2, **extra})
+        run = run_continue
+    run(load_pretrain_config(command, None, overrides()))
+    before = sorted(p.name for p in out.iterdir())
+    for bad in ({"corpus.files": f"[{tmp_path / 'missing.txt'}]"}, {"train.seq_len": 100_000}):
+        with pytest.raises(LmtuneError, match="corpus|block"):
+            run(load_pretrain_config(command, None, overrides(**{"output.overwrite": True}, **bad)))
+        assert sorted(p.name for p in out.iterdir()) == before  # nothing removed, nothing half-written
+    with pytest.raises(LmtuneError, match="output.overwrite=true"):  # finished: refused without overwrite
+        run(load_pretrain_config(command, None, overrides()))
+    run(load_pretrain_config(command, None, overrides(**{"output.overwrite": True})))
+    assert (out / "metrics.json").is_file()
+
+
+def test_overwrite_never_removes_a_folder_lmtune_did_not_make(tmp_path):
+    from lmtune.errors import LmtuneError
+    from lmtune.pretrain.config import load_pretrain_config
+    from lmtune.pretrain.from_scratch import run_pretrain
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.json").write_text("{}")  # looks finished, but holds no provenance.json: not lmtune's
+    with pytest.raises(LmtuneError, match="not an lmtune run"):
+        run_pretrain(load_pretrain_config("model", None, tiny_pretrain_overrides(mine, "gpt2", 2, **{"output.overwrite": True})))
+    assert (mine / "metrics.json").read_text() == "{}"
 
 
 # --- config and command line -----------------------------------------------------------------------------------
@@ -310,8 +432,15 @@ def test_config_errors_say_what_was_meant(capsys):
     assert "did you mean 'lstm'" in capsys.readouterr().err
     assert main(["pretrain", "model", "corpus.streaming=true"]) == 2
     assert "train.max_steps" in capsys.readouterr().err
-    assert main(["pretrain", "continue", "--print-config", "method=full"]) == 0
-    assert "method: full" in capsys.readouterr().out
+    assert main(["pretrain", "model", "optim.lr=1e-3", "train.threads=1"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lr is now train.learning_rate" in err and "train.threads is now train.num_threads" in err
+    assert main(["pretrain", "continue", "method.rnak=4"]) == 2
+    assert "did you mean 'rank'" in capsys.readouterr().err
+    assert main(["pretrain", "continue", "method.name=ful"]) == 2
+    assert "did you mean 'full'" in capsys.readouterr().err
+    assert main(["pretrain", "continue", "--print-config", "method.name=full"]) == 0
+    assert "method:\n  name: full\n" in capsys.readouterr().out
 
 
 def test_unknown_architecture_is_refused_with_a_suggestion():
@@ -321,3 +450,40 @@ def test_unknown_architecture_is_refused_with_a_suggestion():
     assert set(registered_architectures()) == {"llama", "gpt2", "bert", "lstm"}
     with pytest.raises(ValueError, match="did you mean 'lstm'"):
         build_architecture(ArchConfig(arch="lstn"))
+
+
+def test_layers_point_down():
+    """models/ never imports pretrain/ (the LSTM lives in models/lstm.py), and the architectures do not import the
+    configs that import them."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, lmtune.models.loading, lmtune.pretrain.architectures\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('lmtune.pretrain'))\n"
+        "assert loaded == ['lmtune.pretrain', 'lmtune.pretrain.architectures'], loaded\n"
+        "from transformers import AutoConfig\n"
+        "assert AutoConfig.for_model('lmtune_lstm').model_type == 'lmtune_lstm'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_pretrain_configs_document_every_field_and_share_the_run_configs_names():
+    from pydantic import BaseModel
+
+    from lmtune.config.schema import TrainConfig
+    from lmtune.pretrain.config import COMMAND_CONFIGS, ContinueTrainConfig, PretrainTrainConfig
+
+    pending, seen = list(COMMAND_CONFIGS.values()), set()
+    while pending:
+        cls = pending.pop()
+        seen.add(cls)
+        for name, field in cls.model_fields.items():
+            assert field.description, f"{cls.__name__}.{name} has no docstring"
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) and field.annotation not in seen:
+                pending.append(field.annotation)
+    for section in (PretrainTrainConfig, ContinueTrainConfig):
+        for name in ("learning_rate", "batch_size", "num_threads", "seed", "lr_scheduler", "weight_decay", "resume"):
+            assert section.model_fields[name].description == TrainConfig.model_fields[name].description
+    assert ContinueTrainConfig().learning_rate is None and PretrainTrainConfig().learning_rate == 1e-3

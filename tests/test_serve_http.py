@@ -198,39 +198,38 @@ def test_chat_completion_plain_and_streaming(client, engine):
     ids, stops = engine.chat_prompt(messages, "gen-lora")  # the adapter's training template (Alpaca here)
     assert engine.tokenizer.decode(ids).lower().startswith("below is an instruction") and stops
     assert out["choices"][0]["message"]["content"] == alone(engine, ids, "gen-lora", max_tokens=6, stop=stops)
-    body = {"model": "gen-lora", "messages": messages, "max_tokens": 6, "stream": True}
+    assert out["id"].startswith("chatcmpl-") and out["usage"]["completion_tokens"] >= 1
+    body = {"model": "gen-lora", "messages": messages, "max_tokens": 6, "stream": True,
+            "stream_options": {"include_usage": True}}
     with client.stream("POST", "/v1/chat/completions", json=body) as streamed:
         chunks = sse_chunks(streamed.iter_lines())
-    assert chunks[-1] == "[DONE]" and chunks[0]["choices"][0]["delta"]["role"] == "assistant"
-    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1])
+    assert chunks[-1] == "[DONE]" and chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    events = chunks[:-1]
+    assert all(c["object"] == "chat.completion.chunk" and c["id"] == events[0]["id"] for c in events)
+    assert events[-1]["choices"] == [] and events[-1]["usage"] == out["usage"]  # the same generation, greedy
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in events[:-1])
     assert text == out["choices"][0]["message"]["content"]
+    assert events[-2]["choices"][0]["finish_reason"] == out["choices"][0]["finish_reason"]
 
 
-def test_chat_uses_the_models_chat_template_when_it_has_one(served):
-    from transformers import AutoTokenizer
-
-    from types import SimpleNamespace
-
-    from lmtune.serve.chat import chat_prompt
-
-    tokenizer = AutoTokenizer.from_pretrained(served[0])
-    fake = SimpleNamespace(tokenizer=tokenizer, prompt_limit=2048,
-                           tokenize=lambda text, limit=None, **o: tokenizer(text, **o)["input_ids"])
-
-    def render_chat(tokenizer, messages):
-        return chat_prompt(fake, messages, None)[0]
-
+def test_chat_uses_the_models_chat_template_when_it_has_one(engine):
+    tokenizer = engine.tokenizer
     messages = [{"role": "user", "content": "copy red"}]
-    assert tokenizer.decode(render_chat(tokenizer, messages)) == "user : copy red assistant :"  # the fallback
-    tokenizer.chat_template = (
-        "{% for m in messages %}<s>{{ m['role'] }} {{ m['content'] }}</s>{% endfor %}"
-        "{% if add_generation_prompt %}<s>assistant {% endif %}"
-    )
-    ids = render_chat(tokenizer, messages)
-    assert ids == tokenizer("<s>user copy red</s><s>assistant ", add_special_tokens=False)["input_ids"]
-    tokenizer.chat_template = "{{ raise_exception('roles must alternate') }}"
-    with pytest.raises(LmtuneError, match="roles must alternate"):
-        render_chat(tokenizer, messages)
+    saved = tokenizer.chat_template
+    try:
+        tokenizer.chat_template = None
+        assert tokenizer.decode(engine.chat_prompt(messages, None)[0]) == "user : copy red assistant :"  # the fallback
+        tokenizer.chat_template = (
+            "{% for m in messages %}<s>{{ m['role'] }} {{ m['content'] }}</s>{% endfor %}"
+            "{% if add_generation_prompt %}<s>assistant {% endif %}"
+        )
+        ids = engine.chat_prompt(messages, None)[0]
+        assert ids == tokenizer("<s>user copy red</s><s>assistant ", add_special_tokens=False)["input_ids"]
+        tokenizer.chat_template = "{{ raise_exception('roles must alternate') }}"
+        with pytest.raises(LmtuneError, match="roles must alternate"):
+            engine.chat_prompt(messages, None)
+    finally:  # the engine serves the module's other tests
+        tokenizer.chat_template = saved
 
 
 def test_classify_returns_labels_and_probabilities(client, engine):

@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--task", dest="suite", choices=["llm_adapters"], help="evaluate on a suite of test sets")
     ev.add_argument("--datasets", help="comma-separated sets of the suite, e.g. gsm8k,SVAMP,mawps,boolq,ARC-Easy")
     ev.add_argument("--max-samples", type=int, help="the first N rows of each set (quick runs, CPU)")
+    ev.add_argument("--scoring", choices=["auto", "choices", "generate"], default="auto",
+                    help="with --task: auto scores option sets (boolq, ARC-Easy) by each choice's log-likelihood "
+                         "(lm-evaluation-harness) and math sets by generation; generate: the LLM-Adapters paper's way")
     ev.add_argument("--data-root", help="the suite's dataset folder (default: found under ../shared/data)")
     ev.add_argument("--base", help="evaluate this untuned model instead of a run (zero-shot reference)")
     ev.add_argument("--output", default="runs/zero-shot", help="with --base: where predictions and the summary go")

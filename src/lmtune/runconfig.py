@@ -61,18 +61,18 @@ class RunConfig(StrictModel):
     @field_validator("method", mode="before")
     @classmethod
     def _strategy_named(cls, value: Any) -> Any:
-        return _named_section(value, STRATEGIES, "method", "{name: lora, rank: 8}")
+        return named_section(value, STRATEGIES, "method", "{name: lora, rank: 8}")
 
     @field_validator("task", mode="before")
     @classmethod
     def _task_named(cls, value: Any) -> Any:
-        return _named_section(value, TASKS, "task", "{name: instruction}")
+        return named_section(value, TASKS, "task", "{name: instruction}")
 
     def run_dir_name(self) -> str:
         return self.output.name or self.method.name
 
 
-def _named_section(value: Any, registry: Registry, section: str, example: str) -> Any:
+def named_section(value: Any, registry: Registry, section: str, example: str) -> Any:
     """A `method`/`task` value with its `name` filled in and known, so the union picks its member and an unknown
     name is refused with "did you mean" (pydantic's own error would only list the tags)."""
     if isinstance(value, BaseModel):

@@ -4,8 +4,9 @@ fine-tuning. Nothing trains.
 - classification: a decoder LM scores each label's word after the prompt (label-word scoring); the softmax over
   the label scores gives the probabilities. An encoder picks the label nearest in embedding space instead
   (`similarity.py`: the label word zero-shot, the label's demonstrations with k shots).
-- generative tasks (instruction, translation): the task's own prompts and evaluation, the demonstrations (if any)
-  prepended to every prompt (`GenerativeTask.demonstrations`).
+- generative tasks (instruction, translation) and multiple choice: the task's own prompts and evaluation, the
+  demonstrations (if any) prepended to every prompt (`Task.use_demonstrations`); multiple choice scores each
+  choice's log-likelihood, as lm-evaluation-harness does.
 - token classification: refused; a tag per word is no prompt completion.
 """
 
@@ -33,6 +34,7 @@ from lmtune.evaluate.metrics import classification_metrics
 from lmtune.evaluate.predictions import take_predictions
 from lmtune.tasks.classification import ClassificationTask
 from lmtune.tasks.generative import GenerativeTask
+from lmtune.tasks.multiple_choice import MultipleChoiceTask
 from lmtune.train.memory import PeakMemory
 
 
@@ -75,10 +77,10 @@ class Prompting(Baseline):
     summary = "the untuned model prompted zero- or few-shot; nothing trains"
 
     def check_task(self, task) -> None:
-        if not issubclass(task, (ClassificationTask, GenerativeTask)):
+        if not issubclass(task, (ClassificationTask, GenerativeTask, MultipleChoiceTask)):
             raise LmtuneError(
                 f"the prompting baseline does not apply to the {task.name} task (a tag per word is no prompt "
-                "completion); it works for classification, instruction and translation"
+                "completion); it works for classification, multiple_choice, instruction and translation"
             )
 
     def run(self, run_cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
@@ -87,7 +89,7 @@ class Prompting(Baseline):
         self.write_config(cfg, out_dir)
         with PeakMemory() as peak:
             started = time.perf_counter()
-            evaluate = self._classify if isinstance(task, ClassificationTask) else self._generate
+            evaluate = self._classify if isinstance(task, ClassificationTask) else self._untuned
             by_split, total_params, details = evaluate(cfg, task, splits, Path(out_dir))
             details["eval_seconds"] = round(time.perf_counter() - started, 2)
         return self.finish(out_dir, by_split, trainable_params=0, total_params=total_params, artifact_bytes=0,
@@ -133,11 +135,12 @@ class Prompting(Baseline):
         centres = prototypes(backbone, prompts.labels, prompts.words, prompts.demonstrations, length, cfg.eval.batch_size)
         return similarity_scores(backbone, centres, rows, length, cfg.eval.batch_size), 0
 
-    def _generate(self, cfg: RunConfig, task: GenerativeTask, splits, out_dir: Path):
+    def _untuned(self, cfg: RunConfig, task: GenerativeTask | MultipleChoiceTask, splits, out_dir: Path):
+        """The task's own evaluation of the untuned model, its prompts led by `shots` worked training rows
+        (generative tasks generate; multiple choice scores each choice's log-likelihood)."""
         from lmtune.models.loading import load_backbone
 
-        examples = task.examples(splits.train)
-        task.demonstrations = [examples[i] for i in self.sample(cfg, len(examples))]
+        task.use_demonstrations(splits.train, self.sample(cfg, len(splits.train)))
         model = task.build_model(load_backbone(cfg.model, task.backbone_class, cfg.train.seed))
         model.eval()
         tables = evaluation_splits(splits)

@@ -16,7 +16,7 @@ from lmtune.config.schema import ModelConfig
 from lmtune.errors import LmtuneError
 from lmtune.io import sha256_files
 from lmtune.models.bundled import BUNDLED, cache_dir, gguf_to_folder
-import lmtune.pretrain.lstm  # noqa: F401,E402  registers the LSTM LM (model_type lmtune_lstm) with the Auto classes
+import lmtune.models.lstm  # noqa: F401,E402  registers the LSTM LM (model_type lmtune_lstm) with the Auto classes
 
 DECODER_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 

@@ -5,8 +5,39 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from lmtune.pretrain.config import ArchConfig
+from pydantic import Field, field_validator
+
+from lmtune.config.schema import StrictModel
 from lmtune.registry import Registry
+
+
+class ArchConfig(StrictModel):
+    # It lives beside the registry it validates against (the way a strategy's config lives in its file), so the
+    # pretrain configs import the architectures and never the other way round.
+    arch: str = "llama"
+    """The network: `llama` or `gpt2` (decoder, causal LM), `bert` (encoder, masked LM), `lstm` (recurrent LM)."""
+    layers: int = Field(4, gt=0)
+    """Transformer blocks or LSTM layers."""
+    hidden: int = Field(256, gt=0)
+    """Hidden size (also the embedding size)."""
+    heads: int = Field(4, gt=0)
+    """Attention heads (transformers only)."""
+    kv_heads: int | None = Field(None, gt=0)
+    """Llama only: key/value heads (grouped-query attention); none uses `heads`."""
+    intermediate: int | None = Field(None, gt=0)
+    """Feed-forward width; none takes 4 × hidden (GPT-2, BERT) or about 8/3 × hidden (Llama)."""
+    max_positions: int = Field(512, gt=0)
+    """Longest sequence the model can take (position embeddings, RoPE cache); fine-tuning inputs too."""
+    dropout: float = Field(0.1, ge=0, lt=1)
+    """Dropout (GPT-2, BERT, LSTM; Llama has none)."""
+    tie_embeddings: bool = True
+    """Share the input embedding and the output layer's weights."""
+
+    @field_validator("arch")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        _ARCHITECTURES.get(value)  # unknown names: "did you mean", and the known ones
+        return value
 
 
 class Architecture:
@@ -124,7 +155,7 @@ class Lstm(Architecture):
     summary = "stacked LSTM language model (the recurrent alternative); causal LM"
 
     def config(self, tokenizer):
-        from lmtune.pretrain.lstm import LstmLMConfig
+        from lmtune.models.lstm import LstmLMConfig
 
         c = self.cfg
         return LstmLMConfig(
@@ -133,6 +164,6 @@ class Lstm(Architecture):
         )
 
     def model_class(self):
-        from lmtune.pretrain.lstm import LstmForCausalLM
+        from lmtune.models.lstm import LstmForCausalLM
 
         return LstmForCausalLM

@@ -8,13 +8,13 @@ import argparse
 COMMANDS = {
     "tokenizer": "train a BPE/WordPiece/Unigram tokenizer on raw text; tokens-per-word report vs. other tokenizers",
     "model": "pre-train a Llama/GPT-2/BERT/LSTM language model from random weights on raw text",
-    "continue": "continued (domain-adaptive) pre-training of an existing model, full or LoRA; perplexity before/after",
+    "continue": "continued (domain-adaptive) pre-training of an existing model with a strategy (full, lora, ...); perplexity before/after",
 }
 
 EXAMPLES = """examples:
   lmtune pretrain tokenizer examples/pretrain_tokenizer.yaml tokenizer.vocab_size=8000
   lmtune pretrain model examples/pretrain_llama.yaml train.max_steps=600
-  lmtune pretrain continue examples/pretrain_continue_smollm2.yaml lora.rank=16
+  lmtune pretrain continue examples/pretrain_continue_smollm2.yaml method.rank=16
 see docs/pretrain.md"""
 
 
@@ -58,4 +58,7 @@ def run(args: argparse.Namespace) -> None:
         metrics = run_continue(cfg)
     shown = {k: v for k, v in metrics.items() if k not in ("validation_history", "before", "packing")}
     print(json.dumps(shown, indent=2, default=str))
-    print(f"model folder: {cfg.output.dir}  (fine-tune it: lmtune train model.name={cfg.output.dir} ...)")
+    if "model" in metrics.get("saved", ["model"]):
+        print(f"model folder: {cfg.output.dir}  (fine-tune it: lmtune train model.name={cfg.output.dir} ...)")
+    else:  # an adapter that cannot be merged (bottleneck, soft prompts): it is the result, on the base model
+        print(f"adapter: {cfg.output.dir}/adapter  (on the base model {cfg.model}; nothing could be merged into it)")

@@ -151,3 +151,13 @@ def read_texts(cfg: CorpusConfig, split: str = "train") -> list[str]:
 
 def count_words(text: str) -> int:
     return len(text.split())
+
+
+def corpus_hash(cfg: CorpusConfig) -> str | None:
+    """sha256 of the corpus files (training and held-out) for provenance.json; none for a stream, whose files
+    may be larger than is worth reading twice."""
+    from lmtune.io import sha256_files
+
+    if cfg.streaming:
+        return None
+    return sha256_files(sorted(set(resolve_files(cfg.files) + resolve_files(cfg.validation))))

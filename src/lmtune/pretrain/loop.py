@@ -1,13 +1,12 @@
-"""The pre-training loop: transformers' Trainer (progress bar with rate and ETA, checkpoints with optimiser,
-scheduler and RNG state, resume) with lmtune's optimiser choice and a validation-perplexity callback.
+"""What `pretrain model` and `pretrain continue` share: the output folder under `lmtune train`'s rules
+(train/rundir.py), the optimiser choice, and transformers' Trainer with a validation-perplexity callback.
 
-Trainer's own evaluation averages batch means; the callback measures perplexity the exact way
-(perplexity.py) every `eval_every` steps, at the start and at the end.
+Trainer's own evaluation averages batch means; the callback measures perplexity the exact way (perplexity.py)
+every `eval_steps` steps, at the start and at the end. The log is `lmtune train`'s (train/log.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -15,60 +14,75 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import yaml
+from pydantic import ValidationError
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from lmtune.errors import LmtuneError
-from lmtune.io import make_writable_dir, remove_made_folder
-from lmtune.pretrain.config import LoopConfig, OptimConfig, OutputConfig
+from lmtune.io import write_json, write_yaml
+from lmtune.pretrain.config import PretrainTrainConfig
+from lmtune.train import rundir
+from lmtune.train.checkpoints import newest_complete
+from lmtune.train.log import JsonlLog, append_log
 
-CHECKPOINTS = "checkpoints"
-LOG_FILE = "train_log.jsonl"
-METRICS_FILE = "metrics.json"
-
-
-def prepare_output(output: OutputConfig, resume: bool) -> Path:
-    """The output folder, with the same rules as `lmtune train`: finished → overwrite or refuse; unfinished →
-    resume or refuse."""
-    out = Path(output.dir)
-    if out.exists() and not out.is_dir():
-        raise LmtuneError(f"{out} is a file, not a folder; set output.dir to a folder (it is created if missing)")
-    if out.exists() and any(out.iterdir()):
-        if output.overwrite and not resume:
-            markers = (METRICS_FILE, LOG_FILE, CHECKPOINTS, "pretrain.yaml", "pretrain_continue.yaml")
-            remove_made_folder(out, markers, "an lmtune pretrain output")
-        elif (out / METRICS_FILE).is_file():
-            raise LmtuneError(f"{out} holds a finished run; set output.overwrite=true or output.dir=<new folder>")
-        elif not resume:
-            raise LmtuneError(f"{out} holds an unfinished run; set train.resume=true to continue it, "
-                              "output.overwrite=true to start over, or output.dir=<new folder>")
-    return make_writable_dir(out, "output.dir")
+# Not rundir.CONFIG_FILE: that name says "a RunConfig lives here" to `lmtune eval`, `predict` and `serve`, and this
+# folder is a model folder, not a run of a task.
+CONFIG_FILES = {"model": "pretrain.yaml", "continue": "pretrain_continue.yaml"}
 
 
-def build_optimizer(model, cfg: OptimConfig) -> torch.optim.Optimizer:
+# ---- the output folder ------------------------------------------------------------------------------------------
+
+def check_output(cfg, command: str) -> Path:
+    """The output folder and whether it may be used, changing nothing (a bad corpus must never cost an old run);
+    a resumed run must be the same run (`lmtune train`'s rule: only how-to-run settings may differ)."""
+    out = Path(cfg.output.dir)
+    resuming = rundir.check_reuse(out, cfg.output.overwrite, cfg.train.resume, "output.dir=<new folder>")
+    saved_file = out / CONFIG_FILES[command]
+    if resuming and saved_file.is_file():
+        try:
+            saved = type(cfg).model_validate(yaml.safe_load(saved_file.read_text(encoding="utf-8")))
+        except ValidationError:
+            raise LmtuneError(f"{saved_file} was written by an earlier lmtune and cannot be resumed; start over with "
+                              "output.overwrite=true or output.dir=<new folder>") from None
+        if differences := rundir.config_differences(cfg, saved, rundir.RESUME_FREE_KEYS):
+            raise LmtuneError("train.resume=true continues the same run, but the config differs from the saved one:\n  "
+                              + "\n  ".join(differences) + f"\nUse the saved config ({saved_file}) or start a new "
+                              "run (output.dir=<new folder>).")
+    return out
+
+
+def claim_output(out: Path, cfg, command: str, provenance: dict[str, Any]) -> Path:
+    """After the data and the model have loaded: replace an old output where output.overwrite says so, then mark
+    the folder as lmtune's (provenance first, as `lmtune train` does) and record the resolved config."""
+    rundir.claim(out, cfg.output.overwrite, cfg.train.resume)
+    write_json(out / rundir.PROVENANCE_FILE, provenance)
+    write_yaml(out / CONFIG_FILES[command], cfg.model_dump(mode="json"))
+    return out
+
+
+def finish(out: Path, metrics: dict[str, Any], keep_checkpoints: bool) -> None:
+    write_json(out / rundir.METRICS_FILE, metrics)  # last: marks a finished run
+    if not keep_checkpoints:
+        shutil.rmtree(out / rundir.CHECKPOINTS, ignore_errors=True)
+
+
+def configure_threads(count: int | None) -> None:
+    torch.set_num_threads(count or os.cpu_count() or 1)
+
+
+# ---- training ---------------------------------------------------------------------------------------------------
+
+def build_optimizer(model, cfg: PretrainTrainConfig) -> torch.optim.Optimizer:
     """AdamW or SGD with momentum; biases and norm weights get no weight decay."""
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         if param.requires_grad:
             (no_decay if param.ndim < 2 else decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
-
-
-class JsonlLog(TrainerCallback):
-    def __init__(self, path: Path):
-        self.path = path
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        append_log(self.path, {"step": state.global_step, **(logs or {})})
-
-
-def append_log(path: Path, entry: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(entry) + "\n")
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=cfg.betas)
 
 
 class PerplexityCallback(TrainerCallback):
@@ -92,24 +106,26 @@ class PerplexityCallback(TrainerCallback):
             self.record(state.global_step)
 
 
-def training_arguments(cfg: LoopConfig, optim: OptimConfig, out: Path) -> TrainingArguments:
+def training_arguments(cfg: PretrainTrainConfig, out: Path) -> TrainingArguments:
     return TrainingArguments(
-        output_dir=str(out / CHECKPOINTS),
+        output_dir=str(out / rundir.CHECKPOINTS),
         per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         max_steps=cfg.max_steps or -1,
         num_train_epochs=cfg.epochs,
-        learning_rate=optim.lr,
-        lr_scheduler_type=optim.schedule,
-        warmup_steps=optim.warmup_steps,
-        max_grad_norm=optim.max_grad_norm,
-        weight_decay=optim.weight_decay,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_steps,
+        max_grad_norm=cfg.max_grad_norm,
+        weight_decay=cfg.weight_decay,
         logging_steps=cfg.logging_steps,
         save_strategy="steps",
         save_steps=cfg.checkpoint_every,
-        save_total_limit=2,
+        save_total_limit=cfg.save_total_limit,
         eval_strategy="no",
         seed=cfg.seed,
         data_seed=cfg.seed,
+        bf16=cfg.bf16,
         report_to="none",
         disable_tqdm=not cfg.progress,
         dataloader_num_workers=0,
@@ -118,33 +134,36 @@ def training_arguments(cfg: LoopConfig, optim: OptimConfig, out: Path) -> Traini
     )
 
 
-def run_loop(model, train_dataset, collator, loop: LoopConfig, optim: OptimConfig, out: Path,
+def resume_checkpoint(out: Path, resume: bool) -> Path | None:
+    """The newest complete checkpoint when resuming (train/checkpoints.py: ones a kill cut short are removed)."""
+    if not resume:
+        return None
+    checkpoint = newest_complete(out / rundir.CHECKPOINTS)
+    print(f"train.resume: continuing from {checkpoint}" if checkpoint else
+          f"train.resume: no complete checkpoint in {out} yet; starting from the beginning")
+    return checkpoint
+
+
+def run_loop(model, train_dataset, collator, cfg: PretrainTrainConfig, out: Path,
              measure: Callable[[], dict[str, Any]] | None, callbacks: list[TrainerCallback] | None = None,
-             initial: dict[str, Any] | None = None) -> dict[str, Any]:
+             initial: dict[str, Any] | None = None, trainer_class: type[Trainer] = Trainer) -> dict[str, Any]:
     """Train `model` in place; return the loss log, the validation history and timings. `initial`: the step-0
     validation result when the caller measured it already (continued pre-training's "before")."""
-    if loop.threads:
-        torch.set_num_threads(loop.threads)
-    log_path = out / LOG_FILE
-    optimizer = build_optimizer(model, optim)
-    extra = list(callbacks or [])
-    ppl = PerplexityCallback(measure, loop.eval_every, log_path) if measure else None
-    trainer = Trainer(
-        model=model, args=training_arguments(loop, optim, out), train_dataset=train_dataset, data_collator=collator,
-        optimizers=(optimizer, None), callbacks=[JsonlLog(log_path), *([ppl] if ppl else []), *extra],
+    log_path = out / rundir.LOG_FILE
+    ppl = PerplexityCallback(measure, cfg.eval_steps, log_path) if measure else None
+    trainer = trainer_class(
+        model=model, args=training_arguments(cfg, out), train_dataset=train_dataset, data_collator=collator,
+        optimizers=(build_optimizer(model, cfg), None),
+        callbacks=[JsonlLog(log_path), *([ppl] if ppl else []), *(callbacks or [])],
     )
-    checkpoint = None
-    if loop.resume and (out / CHECKPOINTS).is_dir():
-        checkpoint = get_last_checkpoint(str(out / CHECKPOINTS))
-    if loop.resume and checkpoint is None:
-        print(f"train.resume: no checkpoint in {out} yet; starting from the beginning")
+    checkpoint = resume_checkpoint(out, cfg.resume)
     if ppl and checkpoint is None:
         if initial is None:
             ppl.record(0)
         else:
             ppl.history.append({"step": 0, **initial})
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
     final = ppl.record(trainer.state.global_step) if ppl else None
     losses = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
@@ -152,10 +171,6 @@ def run_loop(model, train_dataset, collator, loop: LoopConfig, optim: OptimConfi
         "global_step": trainer.state.global_step, "train_seconds": round(seconds, 2),
         "train_loss": round(result.training_loss, 5), "losses": losses,
         "validation": final, "validation_history": ppl.history if ppl else [],
-        "resumed_from": os.path.basename(checkpoint) if checkpoint else None, "threads": torch.get_num_threads(),
+        "resumed_from": checkpoint.name if checkpoint else None, "threads": torch.get_num_threads(),
+        "first_loss": losses[0][1] if losses else None, "last_loss": losses[-1][1] if losses else None,
     }
-
-
-def finish(out: Path, keep_checkpoints: bool = False) -> None:
-    if not keep_checkpoints:
-        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)

@@ -141,3 +141,25 @@ class CausalCollator:
             mask[i, : len(row["input_ids"])] = 1
         labels = ids.masked_fill(mask == 0, -100)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def training_data(corpus, train, tokenizer) -> tuple[torch.utils.data.Dataset, dict]:
+    """The packed training blocks (in memory, or streamed when `corpus.streaming`) and a packing report. Raises
+    here, before any output folder changes, when the corpus gives no block."""
+    from lmtune.errors import LmtuneError
+    from lmtune.pretrain.corpus import iter_pieces
+
+    seq_len, remainder = train.seq_len, train.remainder
+    if corpus.streaming:
+        def pieces():
+            return iter_pieces(corpus, "train")
+
+        # A probe of its own (buffer 0): iterating the real stream would advance its per-pass shuffle seed.
+        if next(iter(StreamingBlocks(pieces, tokenizer, seq_len, remainder, 0, train.seed)), None) is None:
+            raise LmtuneError(f"the corpus gave not one block of train.seq_len={seq_len} tokens")
+        data = StreamingBlocks(pieces, tokenizer, seq_len, remainder, corpus.shuffle_buffer, train.seed)
+        return data, {"streaming": True, "seq_len": seq_len}
+    blocks, report = pack_in_memory(iter_pieces(corpus, "train"), tokenizer, seq_len, remainder)
+    if not blocks:
+        raise LmtuneError(f"the corpus gave {report['tokens']} tokens: not one block of train.seq_len={seq_len}")
+    return BlockDataset(blocks), {"streaming": False, **report}

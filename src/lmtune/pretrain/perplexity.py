@@ -65,7 +65,8 @@ def causal_nll(model, windows: list[list[int]], batch_size: int = 8, pad_id: int
     try:
         for ids, mask in _batches(windows, batch_size, pad_id):
             ids, mask = ids.to(device), mask.to(device)
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            # The text's positions are the last ones: PEFT's prompt methods prepend virtual tokens to the logits.
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, -ids.size(1):][:, :-1].float()
             targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
             total += torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="sum"

@@ -7,18 +7,23 @@ from elsewhere get the model's chat template. A tokenizer without one falls back
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lmtune.data.templates import Example, build_template, stop_strings
 from lmtune.errors import LmtuneError
 from lmtune.serve.forms import ServedAdapter
 
+if TYPE_CHECKING:  # the engine imports this module
+    from lmtune.serve.engine import Engine
 
-def chat_prompt(engine, messages: list[dict], adapter: ServedAdapter | None) -> tuple[list[int], list[str]]:
+
+def chat_prompt(engine: Engine, messages: list[dict], adapter: ServedAdapter | None) -> tuple[list[int], list[str]]:
     """(prompt token ids, stop strings the adapter's template implies)."""
     if not messages or messages[-1].get("role") != "user":
         raise LmtuneError("a chat request's last message must be the user's (role: user)")
     tokenizer = engine.tokenizer
     name = adapter.template if adapter is not None and adapter.template else None
-    if name is None and not getattr(tokenizer, "chat_template", None):
+    if name is None and not tokenizer.chat_template:
         text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
         return engine.tokenize(text, add_special_tokens=False, limit=engine.prompt_limit), []
     template = build_template(name or "chat", tokenizer)

@@ -3,11 +3,14 @@ row's own head on its pooled text positions."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from lmtune.models.pooling import pool
-from lmtune.serve.inputs import build_inputs, gather_text
-from lmtune.serve.mixed import BatchPlan
+
+if TYPE_CHECKING:  # the engine imports this module
+    from lmtune.serve.engine import Engine
 
 
 def head_logits(adapter, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -15,7 +18,7 @@ def head_logits(adapter, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tens
     return pool(hidden, mask, head.pooling).float() @ head.weight.T + head.bias
 
 
-def classify_rows(engine, parts) -> None:
+def classify_rows(engine: Engine, parts) -> None:
     """One pass over `parts` [(job, its next rows)]; each job answers once all its rows are done. If the pass
     fails, each job is retried alone so that only the job that causes the error fails."""
     rows = [row for _, job_rows in parts for row in job_rows]
@@ -44,12 +47,7 @@ def classify_rows(engine, parts) -> None:
     engine.observer.on_step(len(rows), 0, len(rows))
 
 
-def forward_heads(engine, token_rows, adapters, reference: bool = False) -> list[torch.Tensor]:
-    """Each row's head logits. Decoders pad on the left, encoders on the right, as each was trained to be read;
-    pooling sees only the row's own text positions."""
-    inputs = build_inputs(engine.model.get_input_embeddings(), token_rows, adapters,
-                          left_pad=engine.base_kind == "decoder", pad_id=engine.tokenizer.pad_token_id)
-    with engine.hooks.active(BatchPlan(adapters, reference)):
-        hidden = engine.body(**inputs.model_kwargs(), use_cache=False).last_hidden_state
-    text_hidden = gather_text(hidden, inputs)
-    return [head_logits(a, text_hidden[i : i + 1], inputs.text_mask[i : i + 1])[0] for i, a in enumerate(adapters)]
+def forward_heads(engine: Engine, token_rows, adapters, reference: bool = False) -> list[torch.Tensor]:
+    """Each row's head logits; pooling sees only the row's own text positions."""
+    hidden, mask = engine.text_hidden_states(token_rows, adapters, reference)
+    return [head_logits(a, hidden[i : i + 1], mask[i : i + 1])[0] for i, a in enumerate(adapters)]

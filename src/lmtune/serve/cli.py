@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> None:
     engine = Engine(args.base, args.adapters, cfg, observer=metrics.observer, num_threads=args.threads)
     app = create_app(engine, keys, metrics=metrics, max_body_bytes=int(args.max_body_mb * 2**20))
     engine.start()
-    names = [info.name for info in engine.store.list()]
+    names = engine.adapter_names()
     print(f"lmtune serve: base {engine.base_name} ({engine.base_kind}), {len(names)} adapter(s)"
           f"{': ' + ', '.join(names[:10]) if names else ''}{' …' if len(names) > 10 else ''}; "
           f"http://{args.host}:{args.port}/v1  (auth {'on' if keys else 'off'})", file=sys.stderr)

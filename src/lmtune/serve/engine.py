@@ -132,6 +132,10 @@ class Engine(Scheduler):
             return None
         return self.store.get(name)
 
+    def adapter_names(self) -> list[str]:
+        """Every adapter's name, loaded or not (cheaper than the store's listing: no per-adapter info)."""
+        return self.store.names()
+
     def submit_generation(self, prompt: str | list[int], adapter: str | None, params: SamplingParams,
                           on_event: Callable[[GenerationEvent], None]) -> str:
         if self.base_kind != "decoder":
@@ -287,6 +291,17 @@ class Engine(Scheduler):
             logits = self.model(**inputs.model_kwargs(), use_cache=False).logits
         text_logits = gather_text(logits, inputs)
         return [text_logits[i, : len(ids)] for i, ids in enumerate(token_rows)]
+
+    def text_hidden_states(self, token_rows: Sequence[list[int]], adapters: Sequence[ServedAdapter | None],
+                           reference: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The body's last hidden states at each row's text positions, and their mask: all rows in one pass, each
+        with its adapter (what classification heads read). Decoders pad on the left, encoders on the right, as
+        each was trained to be read."""
+        inputs = build_inputs(self.model.get_input_embeddings(), token_rows, adapters,
+                              left_pad=self.base_kind == "decoder", pad_id=self.tokenizer.pad_token_id)
+        with self.hooks.active(BatchPlan(adapters, reference)):
+            hidden = self.body(**inputs.model_kwargs(), use_cache=False).last_hidden_state
+        return gather_text(hidden, inputs), inputs.text_mask
 
     @torch.inference_mode()
     def head_logits(self, token_rows: Sequence[list[int]], adapters: Sequence[str], reference: bool = False) -> list[torch.Tensor]:

@@ -25,7 +25,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from lmtune.serve.engine import EngineObserver
+from lmtune.serve.engine import Engine, EngineObserver
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -73,14 +73,10 @@ class ServeMetrics:
         self.adapters = Gauge("lmtune_adapters_registered", "adapters the store knows", registry=r)
         self.observer = _Observer(self)
 
-    def attach(self, engine) -> None:
-        """Hand the observer to an engine built without one (a no-op `EngineObserver` counts as none)."""
-        current = getattr(engine, "observer", None)
-        if hasattr(engine, "observer") and (current is None or type(current) is EngineObserver):
-            try:
-                engine.observer = self.observer
-            except AttributeError:
-                pass
+    def attach(self, engine: Engine) -> None:
+        """Hand the observer to an engine built without one (its no-op `EngineObserver`)."""
+        if type(engine.observer) is EngineObserver:
+            engine.observer = self.observer
 
     # called by the app
     def tokens(self, adapter: str, prompt: int, completion: int) -> None:

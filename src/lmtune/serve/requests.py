@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lmtune.serve.detokenize import IncrementalDecoder
 from lmtune.serve.forms import ServedAdapter
 from lmtune.serve.sampling import SamplingParams
 
@@ -35,42 +36,43 @@ class Sequence_:
     on_event: Callable[[GenerationEvent], None]
     generator: torch.Generator | None
     generated: list[int] = field(default_factory=list)
-    sent: str = ""
     finished: bool = False
+    _decoder: IncrementalDecoder | None = field(default=None, repr=False)
+    _held: str = field(default="", repr=False)
+    """Decoded text not sent yet: what could still begin a stop string (at most its length - 1 between steps)."""
 
     def accept(self, token: int, tokenizer, end_ids: list[int]) -> None:
-        """Record a sampled token and announce the text it completes."""
+        """Record a sampled token and announce the text it completes. Costs the same at every step: only the new
+        tokens are decoded (serve/detokenize.py) and only the unsent text is searched for stop strings (a stop
+        string in text already sent would have ended the generation then)."""
+        if self._decoder is None:
+            self._decoder = IncrementalDecoder(tokenizer)
         if token in end_ids and not self.params.ignore_eos:
-            return self._emit(self._text(tokenizer), "stop")
+            return self._emit(self._held + self._decoder.pending, "stop")
         self.generated.append(token)
-        text = self._text(tokenizer)
-        cut = [text.find(s) for s in self.params.stop if s in text]
+        self._held += self._decoder.add(token)
+        unsent = self._held + self._decoder.pending  # pending may end in half a character: never sent mid-stream
+        cut = [unsent.find(s) for s in self.params.stop if s in unsent]
         if cut:
-            return self._emit(text[: min(cut)], "stop")
+            return self._emit(unsent[: min(cut)], "stop")
         if len(self.generated) >= self.params.max_tokens:
-            return self._emit(text, "length")
-        # Hold back what could still become a stop string, and half a multi-byte character.
-        hold = max((len(s) - 1 for s in self.params.stop), default=0)
-        ready = text[: len(text) - hold] if hold else text
-        if ready.endswith("\ufffd"):
-            ready = ready[:-1]
-        self._emit(ready, None)
-
-    def _text(self, tokenizer) -> str:
-        return tokenizer.decode(self.generated, skip_special_tokens=True)
+            return self._emit(unsent, "length")
+        hold = max((len(s) - 1 for s in self.params.stop), default=0)  # could still become a stop string
+        ready = max(0, len(self._held) - hold)
+        text, self._held = self._held[:ready], self._held[ready:]
+        self._emit(text, None)
 
     def _emit(self, text: str, finish_reason: str | None, error: str | None = None) -> None:
+        """Announce `text` (new since the last event)."""
         self.finished = finish_reason is not None
-        delta = text[len(self.sent) :] if text.startswith(self.sent) else ""
-        self.sent = text if text.startswith(self.sent) else self.sent
-        self.on_event(GenerationEvent(self.id, delta, self.finished, finish_reason, len(self.prompt_ids),
+        self.on_event(GenerationEvent(self.id, text, self.finished, finish_reason, len(self.prompt_ids),
                                       len(self.generated), error))
 
     def finish(self, reason: str) -> None:
-        self._emit(self.sent, reason)
+        self._emit("", reason)
 
     def fail(self, message: str) -> None:
-        self._emit(self.sent, "error", message)
+        self._emit("", "error", message)
 
 
 @dataclass

@@ -38,7 +38,7 @@ STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
 
 
 def overloaded_error(exc: Overloaded) -> ApiError:
-    retry = max(1, math.ceil(float(getattr(exc, "retry_after", 1.0) or 1.0)))
+    retry = max(1, math.ceil(exc.retry_after))
     return ApiError(429, str(exc) or "the server is overloaded; retry later", "rate_limit_error", "overloaded",
                     headers={"Retry-After": str(retry)})
 

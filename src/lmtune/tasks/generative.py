@@ -97,6 +97,11 @@ class GenerativeTask(Task):
     def score(self, examples: list[Example], generations: list[str]) -> dict[str, Any]:
         """Task metrics, plus a `predictions` list a person can read."""
 
+    def use_demonstrations(self, table: datasets.Dataset, rows: list[int]) -> None:
+        """Start every prompt with these rows of `table`, worked (k-shot prompting of an untuned model)."""
+        examples = self.examples(table)
+        self.demonstrations = [examples[i] for i in rows]
+
     def stop_strings(self, template: PromptTemplate) -> list[str]:
         """Where a generation that runs past its answer is cut (the template's next section)."""
         return stop_strings(template)

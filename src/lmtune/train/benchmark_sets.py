@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lmtune.runconfig import resolve, resolve_config
 from lmtune.data.sources import read_file
@@ -43,21 +43,46 @@ def suite_sets(root: Path, names: list[str]) -> dict[str, Path]:
     return {name: root / name / "test.json" for name in names}
 
 
-def evaluate_suite(loaded, suite: str, sets: dict[str, Path], max_samples: int | None,
-                   out_dir: Path) -> dict[str, dict[str, Any]]:
-    """Generate on each set with the loaded model; predictions go to `out_dir/predictions/<suite>/<set>.jsonl`."""
-    if loaded.task.name != "instruction":
-        raise LmtuneError(f"--task {suite} evaluates instruction-tuned models; this run's task is {loaded.task.name}")
+Scoring = Literal["auto", "choices", "generate"]
+
+
+def evaluate_suite(loaded, suite: str, sets: dict[str, Path], max_samples: int | None, out_dir: Path,
+                   scoring: Scoring = "auto") -> dict[str, dict[str, Any]]:
+    """Score each set with the loaded model; predictions go to `out_dir/predictions/<suite>/<set>.jsonl`.
+
+    `auto`: the commonsense sets (answers are option keywords: boolq, ARC-Easy, ...) by the log-likelihood of each
+    choice, as lm-evaluation-harness scores them; the math sets by generating and extracting the answer, as the
+    LLM-Adapters paper does. `generate` scores every set the paper's way (its own numbers), `choices` insists on
+    log-likelihood."""
     results = {}
     for name, path in sets.items():
         table = read_file(str(path))
         if max_samples:
             table = table.select(range(min(max_samples, len(table))))
-        print(f"{suite}/{name}: {len(table)} rows")
-        metrics = loaded.task.evaluate(loaded.model, table, loaded.config.eval.batch_size)
+        task, how = _scorer(loaded, table, scoring, name)
+        print(f"{suite}/{name}: {len(table)} rows, scored by {how}")
+        metrics = task.evaluate(loaded.model, table, loaded.config.eval.batch_size)
         take_predictions(metrics, out_dir, f"{suite}/{name}")
-        results[name] = {"source": str(path), **metrics}
+        results[name] = {"source": str(path), "scoring": how, **metrics}
     return results
+
+
+def _scorer(loaded, table, scoring: Scoring, name: str):
+    """The task that scores `table`: the run's own for generation; a multiple-choice task on the same model (the
+    run's own if it is one) for log-likelihood."""
+    from lmtune.evaluate.extraction import infer_answer_type
+    from lmtune.tasks import TASKS
+
+    answers = table["answer"] if "answer" in table.column_names else []
+    choices = scoring == "choices" or (scoring == "auto" and infer_answer_type(answers) == "keyword")
+    if not choices:
+        if loaded.task.name == "multiple_choice":
+            raise LmtuneError(f"{name} is scored by generating an answer, which a multiple_choice run does not learn; "
+                              "evaluate it with an instruction run (or --scoring choices for option sets)")
+        return loaded.task, "generation"
+    section = loaded.config.task.model_dump() if loaded.task.name == "multiple_choice" else {"name": "multiple_choice"}
+    cfg = loaded.config.updated({"task": {**section, "layout": "llm_adapters"}})
+    return TASKS.build("multiple_choice", cfg), "log-likelihood"
 
 
 def untuned(model_name: str, overrides: list[str] | None, task_name: str = "instruction"):
@@ -76,9 +101,10 @@ def untuned(model_name: str, overrides: list[str] | None, task_name: str = "inst
 
 
 def suite_table(results: dict[str, dict[str, Any]]) -> str:
-    lines = [f"{'dataset':<14} {'rows':>6} {'accuracy':>9} {'no answer':>10}"]
+    lines = [f"{'dataset':<14} {'rows':>6} {'accuracy':>9} {'acc_norm':>9} {'no answer':>10}  scoring"]
     for name, m in results.items():
-        lines.append(f"{name:<14} {m['rows']:>6} {m['accuracy']:>9.3f} {m['no_answer']:>10}")
+        norm = f"{m['accuracy_norm']:>9.3f}" if "accuracy_norm" in m else f"{'-':>9}"
+        lines.append(f"{name:<14} {m['rows']:>6} {m['accuracy']:>9.3f} {norm} {m.get('no_answer', '-'):>10}  {m['scoring']}")
     if len(results) > 1:
         mean = sum(m["accuracy"] for m in results.values()) / len(results)
         lines.append(f"{'mean':<14} {'':>6} {mean:>9.3f}")

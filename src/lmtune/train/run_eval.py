@@ -60,7 +60,7 @@ def evaluate_run_on_suite(run_dir: str | None, base: str | None, suite: str, nam
     sets = suite_sets(suite_root(suite, options.data_root), names)  # before a model loads: typos fail in seconds
     loaded = untuned(base, overrides) if base else load_run(run_dir, overrides)
     out_dir = Path(options.output) if base else Path(run_dir)
-    results = evaluate_suite(loaded, suite, sets, options.max_samples, out_dir)
+    results = evaluate_suite(loaded, suite, sets, options.max_samples, out_dir, options.scoring)
     summary = record_suite(out_dir, suite, results, loaded.config.model.name)
     if not base:
         for name, metrics in results.items():

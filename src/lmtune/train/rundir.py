@@ -42,29 +42,41 @@ def check_run_dir(cfg: RunConfig) -> Path:
             raise LmtuneError(f"{path} is a file, not a folder; set {setting} to a folder (it is created if missing)")
     if root.resolve() not in run_dir.resolve().parents:  # a link inside output.dir that points out of it
         raise LmtuneError(f"{run_dir} leads outside output.dir {root}; choose another output.name")
-    check_writable_location(run_dir, "output.dir")  # a read-only output fails before the model loads, not after
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if cfg.output.overwrite and not cfg.train.resume:
-            check_made_folder(run_dir, MADE_BY_LMTUNE, "an lmtune run")  # fail now, remove later
-        elif is_finished(run_dir):
-            raise LmtuneError(
-                f"{run_dir} holds a finished run; set output.overwrite=true to replace it or output.name=<new name>"
-            )
-        elif not cfg.train.resume:
-            raise LmtuneError(
-                f"{run_dir} holds an unfinished run; set train.resume=true to continue it, output.overwrite=true to "
-                "start over, or output.name=<new name>"
-            )
-        else:
-            check_same_run(cfg, load_run_config(run_dir))
+    if check_reuse(run_dir, cfg.output.overwrite, cfg.train.resume, "output.name=<new name>"):
+        check_same_run(cfg, load_run_config(run_dir))
     return run_dir
+
+
+def check_reuse(run_dir: Path, overwrite: bool, resume: bool, elsewhere: str, setting: str = "output.dir") -> bool:
+    """The rules for a folder a run is about to use, changing nothing (`lmtune train` and `lmtune pretrain`): a
+    finished run needs `overwrite`, an unfinished one `resume`, and only a folder lmtune made may be replaced.
+    True when an unfinished run is there to be resumed. `elsewhere`: the setting that picks another folder."""
+    check_writable_location(run_dir, setting)  # a read-only output fails before the model loads, not after
+    if not (run_dir.exists() and any(run_dir.iterdir())):
+        return False
+    if overwrite and not resume:
+        check_made_folder(run_dir, MADE_BY_LMTUNE, "an lmtune run")  # fail now, remove later
+        return False
+    if is_finished(run_dir):
+        raise LmtuneError(f"{run_dir} holds a finished run; set output.overwrite=true to replace it or {elsewhere}")
+    if not resume:
+        raise LmtuneError(
+            f"{run_dir} holds an unfinished run; set train.resume=true to continue it, output.overwrite=true to "
+            f"start over, or {elsewhere}"
+        )
+    return True
 
 
 def claim_run_dir(cfg: RunConfig, run_dir: Path) -> Path:
     """After every check passed: replace the old run when output.overwrite says so, then make the folder."""
-    if cfg.output.overwrite and not cfg.train.resume and run_dir.is_dir() and any(run_dir.iterdir()):
+    return claim(run_dir, cfg.output.overwrite, cfg.train.resume)
+
+
+def claim(run_dir: Path, overwrite: bool, resume: bool, setting: str = "output.dir") -> Path:
+    """`claim_run_dir` for any folder `check_reuse` passed: only after data and model have loaded."""
+    if overwrite and not resume and run_dir.is_dir() and any(run_dir.iterdir()):
         remove_made_folder(run_dir, MADE_BY_LMTUNE, "an lmtune run")
-    return make_writable_dir(run_dir, "output.dir")
+    return make_writable_dir(run_dir, setting)
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
@@ -108,6 +120,23 @@ def data_hash(cfg: RunConfig) -> str | None:
 
 
 def provenance(cfg: RunConfig, backbone) -> dict[str, Any]:
+    return provenance_record(base_model_record(backbone), data_hash(cfg), cfg.train.seed, cfg.method.name)
+
+
+def base_model_record(backbone) -> dict[str, Any]:
+    """What identifies the base model in provenance.json (`check_same_base` compares the weights hash)."""
+    return {
+        "id": backbone.model_id,
+        "path": str(backbone.path),
+        "weights_sha256": backbone.weights_hash,
+        "model_type": backbone.model_type,
+        "kind": backbone.kind,
+        "pooling": backbone.pooling,
+    }
+
+
+def provenance_record(base_model: dict[str, Any] | None, data_sha256: str | None, seed: int, method: str) -> dict[str, Any]:
+    """provenance.json: the first file a run writes, and the mark that output.overwrite may replace its folder."""
     import peft
     import torch
     import transformers
@@ -115,23 +144,12 @@ def provenance(cfg: RunConfig, backbone) -> dict[str, Any]:
     return {
         "lmtune_version": lmtune.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "base_model": {
-            "id": backbone.model_id,
-            "path": str(backbone.path),
-            "weights_sha256": backbone.weights_hash,
-            "model_type": backbone.model_type,
-            "kind": backbone.kind,
-            "pooling": backbone.pooling,
-        },
-        "data_sha256": data_hash(cfg),
-        "seed": cfg.train.seed,
-        "method": cfg.method.name,
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "peft": peft.__version__,
-        },
+        "base_model": base_model,
+        "data_sha256": data_sha256,
+        "seed": seed,
+        "method": method,
+        "versions": {"python": platform.python_version(),
+                     **{library.__name__: library.__version__ for library in (torch, transformers, peft)}},
     }
 
 

@@ -25,6 +25,7 @@ from lmtune.runconfig import RunConfig, resolve
 from lmtune.tasks import TASKS
 from lmtune.train import rundir
 from lmtune.train.checkpoints import newest_complete
+from lmtune.train.log import JsonlLog
 from lmtune.train.memory import PeakMemory
 from lmtune.train.trainer import LmtuneTrainer
 
@@ -36,17 +37,6 @@ class RunResult:
     config: RunConfig
     model: Any = None
     """The trained model, still in memory (tests and the Python API use it; the CLI does not)."""
-
-
-class JsonlLog(TrainerCallback):
-    """Append every Trainer log entry to the run's log as it happens, so a killed run keeps its history."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **(logs or {})}) + "\n")
 
 
 def configure_threads(count: int | None) -> None:

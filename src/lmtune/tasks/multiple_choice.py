@@ -1,0 +1,302 @@
+"""Multiple choice scored by log-likelihood, the way lm-evaluation-harness scores it: every choice is a
+continuation of the question, its summed token log-probability is its score, the highest wins (`accuracy`, the
+harness's `acc`); `accuracy_norm` (`acc_norm`) divides each score by the choice's length in UTF-8 bytes.
+
+Training ranks the choices too (`task.loss: choice`: cross-entropy over the choices' summed log-likelihoods), or
+learns the gold answer as text (`task.loss: lm`: the language-model loss on the gold continuation only). Both run
+through the same forward, so every strategy trains with either: the body is the pretrained causal LM (PEFT wraps
+it as CAUSAL_LM) and the scores come from its logits. Prompt methods prepend virtual positions to the logits; the
+last `input length` positions are the text's, whatever the strategy.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import datasets
+import numpy as np
+import torch
+from pydantic import Field
+from transformers.utils import ModelOutput
+
+from lmtune.config.schema import TaskConfig
+from lmtune.data.choices import ChoiceItem, Columns, Layout, choice_items
+from lmtune.data.sources import read_split
+from lmtune.data.splits import Splits
+from lmtune.errors import LmtuneError
+from lmtune.evaluate.choices import ScoredRows, choice_logprobs, score_rows
+from lmtune.tasks.base import Task, TaskModel, register_task
+
+PLAIN_TEMPLATE = "Question: {question}\nAnswer:"
+LAYOUT_TEMPLATES = {"hellaswag": "{question}"}  # the harness reads HellaSwag's context as it is
+
+
+class MultipleChoiceConfig(TaskConfig):
+    name: Literal["multiple_choice"] = "multiple_choice"
+    """A question and a list of choices; the model's log-likelihood of each choice picks the answer."""
+    layout: Layout = "auto"
+    """How records hold the choices: `columns` (question_column, choices_column, answer_column), `llm_adapters`
+    (options listed in the instruction), or the hub layouts `arc`, `hellaswag`, `piqa`, `winogrande`; `auto`
+    reads the columns."""
+    question_column: str = "question"
+    """`columns` layout: the question."""
+    choices_column: str = "choices"
+    """`columns` layout: the list of choices."""
+    answer_column: str = "answer"
+    """`columns` layout: the answer, as an index, a letter (A, B, ...) or the choice's text."""
+    template: str | None = None
+    """What the model reads before a choice: a format string with `{question}`, or `chat` (the model's chat template,
+    the choice as the assistant's reply). None: `Question: {question}\\nAnswer:` (the harness's ARC/PIQA prompt;
+    HellaSwag's context as it is). Blank-filling sentences (WinoGrande) are read as they are."""
+    shots: int = Field(0, ge=0)
+    """Worked examples (question and gold answer) from the training split before every question, the same for all
+    (seeded by train.seed)."""
+    loss: Literal["choice", "lm"] = "choice"
+    """What training minimises: `choice`, cross-entropy over the choices' summed log-likelihoods (the model learns
+    to rank the gold choice first, which is what is scored); `lm`, the language-model loss on the gold choice's
+    tokens only (other choices are not seen in training)."""
+
+
+class ChoiceModel(TaskModel):
+    """The whole causal LM as the body, no head: scores are log-likelihoods of choices."""
+
+    peft_task_type = "CAUSAL_LM"
+
+    def __init__(self, backbone, loss: str):
+        super().__init__(backbone)
+        self.loss_kind = loss
+
+    def forward(self, input_ids=None, attention_mask=None, target_mask=None, example_index=None, choice_slot=None,
+                labels=None, gold_row=None, num_choices=None, **_: Any):
+        if self.training and self.loss_kind == "lm":  # the other choices do not enter the loss: skip their forward
+            keep = gold_row.bool()
+            input_ids, attention_mask, target_mask = input_ids[keep], attention_mask[keep], target_mask[keep]
+            sums, counts = choice_logprobs(self.body, input_ids, attention_mask, target_mask)
+            return ModelOutput(loss=-sums.sum() / counts.sum().clamp(min=1))
+        sums, counts = choice_logprobs(self.body, input_ids, attention_mask, target_mask)
+        scores = sums.new_full((int(example_index.max()) + 1, int(num_choices[0])), -1e9)
+        scores[example_index, choice_slot] = sums
+        if labels is None:
+            return ModelOutput(logits=scores)
+        if self.loss_kind == "lm":  # evaluation under the lm loss: the gold continuation's mean token loss
+            gold = gold_row.bool()
+            loss = -sums[gold].sum() / counts[gold].sum().clamp(min=1)
+        else:
+            loss = torch.nn.functional.cross_entropy(scores, labels)
+        return ModelOutput(loss=loss, logits=scores)
+
+
+@dataclass
+class EncodedChoice:
+    input_ids: list[int]
+    target_mask: list[int]
+    truncated: bool
+
+
+@register_task
+class MultipleChoiceTask(Task):
+    name = "multiple_choice"
+    config_cls = MultipleChoiceConfig
+    summary = "pick one of several choices by the model's log-likelihood of each (lm-evaluation-harness scoring)"
+    backbone_class = "AutoModelForCausalLM"
+    default_max_length = 256
+    default_metric = "accuracy"
+    checkpoint_metrics = ("accuracy", "loss")
+    headline_metric = "accuracy"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.max_choices = 2
+        self.demonstrations: list[ChoiceItem] = []
+
+    # ---- data -------------------------------------------------------------------------------------------------
+
+    def items(self, table) -> list[ChoiceItem]:
+        task = self.cfg.task
+        columns = Columns(task.question_column, task.choices_column, task.answer_column)
+        return choice_items(list(table), task.layout, columns)
+
+    def load_data(self) -> Splits:
+        data, seed = self.cfg.data, self.cfg.train.seed
+        train = read_split(data, "train")
+        if train is None:
+            raise LmtuneError("no training data: set data.train (a multiple-choice file; see task.layout)")
+        if any(item.gold is None for item in self.items(train)):
+            raise LmtuneError("every training row needs its answer (task.answer_column, or the layout's answer field)")
+        if data.max_train_samples and data.max_train_samples < len(train):
+            train = train.shuffle(seed=seed).select(range(data.max_train_samples))
+        validation = read_split(data, "validation")
+        if validation is None:
+            parts = train.train_test_split(test_size=data.validation_fraction, seed=seed)
+            train, validation = parts["train"], parts["test"]
+        splits = Splits(train, self._checked(validation), self._checked(read_split(data, "test")))
+        tables = [t for t in (splits.train, splits.validation, splits.test) if t is not None]
+        self.max_choices = max(len(i.continuations) for t in tables for i in self.items(t))
+        if self.cfg.task.shots:
+            self.demonstrations = self._demonstrations(self.items(splits.train))
+        return splits
+
+    def _checked(self, table):
+        if table is None:
+            return None
+        self.items(table)  # layout errors surface now, not after training
+        limit = self.cfg.data.max_eval_samples
+        return table.select(range(min(limit, len(table)))) if limit else table
+
+    def use_demonstrations(self, table, rows: list[int]) -> None:
+        """Put these rows of `table` (question and gold answer) before every question (k-shot prompting)."""
+        items = self.items(table)
+        self.demonstrations = [items[i] for i in rows]
+
+    def _demonstrations(self, train_items: list[ChoiceItem]) -> list[ChoiceItem]:
+        shots = self.cfg.task.shots
+        if shots > len(train_items):
+            raise LmtuneError(f"task.shots={shots}, but the training data has only {len(train_items)} rows")
+        return [train_items[i] for i in random.Random(self.cfg.train.seed).sample(range(len(train_items)), shots)]
+
+    # ---- prompts and features ---------------------------------------------------------------------------------
+
+    def contexts(self, item: ChoiceItem, tokenizer) -> list[str]:
+        """What the model reads before each choice: demonstrations, then the question in the template."""
+        prefix = "".join(self._context(d, d.gold, tokenizer) + d.continuations[d.gold] + "\n\n" for d in self.demonstrations)
+        return [prefix + self._context(item, i, tokenizer) for i in range(len(item.continuations))]
+
+    def _context(self, item: ChoiceItem, choice: int, tokenizer) -> str:
+        if item.fills_blank:
+            return item.contexts[choice]
+        template = self.cfg.task.template or LAYOUT_TEMPLATES.get(self.cfg.task.layout, PLAIN_TEMPLATE)
+        if template == "chat":
+            if not getattr(tokenizer, "chat_template", None):
+                raise LmtuneError("task.template=chat, but this model's tokenizer has no chat template; use a format string")
+            return tokenizer.apply_chat_template([{"role": "user", "content": item.contexts[choice]}], tokenize=False,
+                                                 add_generation_prompt=True)
+        return template.format(question=item.contexts[choice])
+
+    def continuations(self, item: ChoiceItem) -> list[str]:
+        # In a chat the answer opens the assistant's turn: no space before it.
+        return [c.lstrip() for c in item.continuations] if self.cfg.task.template == "chat" else item.continuations
+
+    def encode_pair(self, context: str, continuation: str, tokenizer) -> EncodedChoice:
+        """lm-evaluation-harness's split: trailing spaces of the context move to the continuation, and the
+        continuation's tokens are those of (context + continuation) past the context's own, so a word boundary
+        tokenises as in running text. Too long: the context loses its start, the continuation is kept."""
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+        target = tokenizer(context + continuation, add_special_tokens=False)["input_ids"][len(context_ids):]
+        if not context_ids or not target:
+            raise LmtuneError(f"a choice has an empty {'context' if not context_ids else 'continuation'}: {context!r} / {continuation!r}")
+        limit = self.cfg.model.max_length
+        ids = (context_ids + target)[-limit:]
+        kept = min(len(target), len(ids) - 1)
+        return EncodedChoice(ids, [0] * (len(ids) - kept) + [1] * kept, len(context_ids) + len(target) > limit)
+
+    def encode(self, table, tokenizer):
+        rows = []
+        for item in self.items(table):
+            pairs = [self.encode_pair(c, t, tokenizer) for c, t in zip(self.contexts(item, tokenizer), self.continuations(item))]
+            rows.append({"input_ids": [p.input_ids for p in pairs], "target_mask": [p.target_mask for p in pairs],
+                         "labels": -100 if item.gold is None else item.gold})
+        return datasets.Dataset.from_list(rows)
+
+    def collator(self, tokenizer):
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return ChoiceCollator(pad, self.max_choices)
+
+    # ---- model, metrics, evaluation ---------------------------------------------------------------------------
+
+    def build_model(self, backbone) -> ChoiceModel:
+        if backbone.kind != "decoder":
+            raise LmtuneError(
+                f"the multiple_choice task scores each choice as a continuation: it needs a decoder (causal LM, e.g. "
+                f"smollm2); {backbone.model_id} is {backbone.kind} ({backbone.body.config.model_type}). For an encoder, "
+                "phrase the set as classification of (question, choice) pairs")
+        return ChoiceModel(backbone, self.cfg.task.loss)
+
+    def compute_metrics(self, logits, label_ids) -> dict[str, Any]:
+        scores, gold = np.asarray(logits), np.asarray(label_ids)
+        return {"accuracy": float((scores.argmax(-1) == gold).mean())}
+
+    def evaluate(self, model: TaskModel, table, batch_size: int, quick: bool = False) -> dict[str, Any]:
+        items = self.items(table)
+        scored = self.score(model, items, batch_size)
+        labelled = [i for i, item in enumerate(items) if item.gold is not None]
+        metrics: dict[str, Any] = {"rows": len(items)}
+        if labelled:
+            gold = np.array([items[i].gold for i in labelled])
+            metrics["accuracy"] = float((scored.best(normalised=False)[labelled] == gold).mean())
+            metrics["accuracy_norm"] = float((scored.best(normalised=True)[labelled] == gold).mean())
+            metrics["loss"] = scored.loss(labelled, gold, self.cfg.task.loss)
+            metrics["majority_class"] = float(np.bincount(gold).max() / len(gold))
+        metrics["predictions"] = [self.prediction(item, scored, n) for n, item in enumerate(items)]
+        return metrics
+
+    def score(self, model: TaskModel, items: list[ChoiceItem], batch_size: int) -> ScoredRows:
+        tokenizer = model.tokenizer
+        pairs, owners = [], []
+        for n, item in enumerate(items):
+            for i, (c, t) in enumerate(zip(self.contexts(item, tokenizer), self.continuations(item))):
+                pairs.append(self.encode_pair(c, t, tokenizer))
+                owners.append((n, i, len(t.encode("utf-8"))))
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return score_rows(model.body, pairs, owners, len(items), self.max_choices_of(items), pad, batch_size,
+                          progress=self.cfg.train.progress, share_context=self.shares_context(model.body))
+
+    @staticmethod
+    def shares_context(body) -> bool:
+        """Whether the question's context may run once with its choices continuing from the KV cache: where the
+        adapter lives in the modules or the weights (soft prompts and prefixes go through the full rows)."""
+        config = getattr(body, "active_peft_config", None)
+        return not getattr(config, "is_prompt_learning", False)  # TODO(merge): ask lmtune.forms.form_of_body
+
+    @staticmethod
+    def max_choices_of(items: list[ChoiceItem]) -> int:
+        return max(len(i.continuations) for i in items)
+
+    def prediction(self, item: ChoiceItem, scored: ScoredRows, n: int) -> dict[str, Any]:
+        count = len(item.continuations)
+        loglik = scored.sums[n, :count]
+        probs = np.exp(loglik - loglik.max())
+        return {"question": item.question, "choices": item.choices,
+                "loglikelihood": [round(float(x), 4) for x in loglik],
+                "probabilities": [round(float(p), 4) for p in probs / probs.sum()],
+                "prediction": int(scored.best(normalised=False)[n]),
+                "prediction_norm": int(scored.best(normalised=True)[n]), "gold": item.gold}
+
+    def predict(self, model: TaskModel, rows: list[dict]) -> list[dict]:
+        items = choice_items(rows, self.cfg.task.layout if self.cfg.task.layout != "auto" else "auto",
+                             Columns(self.cfg.task.question_column, self.cfg.task.choices_column, self.cfg.task.answer_column))
+        scored = self.score(model, items, self.cfg.eval.batch_size)
+        return [self.prediction(item, scored, n) for n, item in enumerate(items)]
+
+    def row_from_text(self, text: str, pair: str | None = None) -> dict:
+        if pair is None:
+            raise LmtuneError("multiple choice needs the choices: --text 'question' --pair 'choice one|choice two|...'")
+        return {self.cfg.task.question_column: text, self.cfg.task.choices_column: pair.split("|")}
+
+
+class ChoiceCollator:
+    """Questions → one row per (question, choice), right-padded (prompt methods put their virtual tokens in front,
+    so padding must come last), with the bookkeeping that turns row scores back into a [questions, choices] table."""
+
+    def __init__(self, pad_token_id: int, max_choices: int):
+        self.pad, self.max_choices = pad_token_id, max_choices
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        rows = [(n, i, ids, mask, f["labels"]) for n, f in enumerate(features)
+                for i, (ids, mask) in enumerate(zip(f["input_ids"], f["target_mask"]))]
+        width = max(len(ids) for _, _, ids, _, _ in rows)
+        batch = {
+            "input_ids": torch.tensor([ids + [self.pad] * (width - len(ids)) for _, _, ids, _, _ in rows]),
+            "attention_mask": torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for _, _, ids, _, _ in rows]),
+            "target_mask": torch.tensor([mask + [0] * (width - len(mask)) for _, _, _, mask, _ in rows]),
+            "example_index": torch.tensor([n for n, *_ in rows]),
+            "choice_slot": torch.tensor([i for _, i, *_ in rows]),
+            "gold_row": torch.tensor([int(i == gold) for _, i, _, _, gold in rows]),
+            "num_choices": torch.full((len(rows),), self.max_choices),
+            "labels": torch.tensor([f["labels"] for f in features]),
+        }
+        return batch
