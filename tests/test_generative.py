@@ -14,6 +14,7 @@ import torch
 from conftest import SHARED_DATA, write_jsonl
 from lmtune.data.templates import ALPACA, ALPACA_WITH_INPUT, Example, build_template, record_format, to_example
 from lmtune.errors import LmtuneError
+from lmtune.results import read_metrics
 from lmtune.runconfig import build_task, resolve_config
 from lmtune.train import train
 from lmtune.train.artifacts import load_run
@@ -320,7 +321,9 @@ def test_eval_suite_on_a_run_and_on_the_untuned_base(gen_models, gen_data, tmp_p
     assert "numbers" in table and "yesno" in table and "mean" in table
     saved = json.loads((result.run_dir / "metrics.json").read_text())["evaluations"]
     assert [e["split"] for e in saved] == ["llm_adapters/numbers", "llm_adapters/yesno"]
-    assert saved[1]["answer_type"] == "keyword" and saved[0]["rows"] == 4
+    # keyword answers (an option set) are scored by the options' log-likelihood, numbers by generating
+    assert [e["scoring"] for e in saved] == ["generation", "log-likelihood"] and saved[0]["rows"] == 4
+    assert [e.split for e in read_metrics(result.run_dir).evaluations] == [e["split"] for e in saved]  # typed too
     assert (result.run_dir / "predictions" / "llm_adapters" / "numbers.jsonl").is_file()
 
     out = tmp_path / "zero-shot"

@@ -111,6 +111,9 @@ class Evaluation(SplitMetrics):
     """The data evaluated: a split name or a file."""
     at: str
     """When, as local time with its offset (ISO 8601)."""
+    scoring: str | None = None
+    """A benchmark suite's set: how it was scored (`generation`: generate and extract the answer;
+    `log-likelihood`: the likeliest of the set's options)."""
 
 
 class RunMetrics(_Ordered):
