@@ -6,8 +6,8 @@ import pytest
 from transformers import TrainerCallback
 
 from conftest import tiny_raw_config, toy_rows, write_jsonl
-from lmtune.runconfig import resolve_config
 from lmtune.errors import LmtuneError
+from lmtune.runconfig import resolve_config
 from lmtune.train import train
 from lmtune.train.artifacts import load_run
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from browser import browser_ready, open_page
-from conftest import tiny_raw_config
 from safetensors.torch import load_file
 
+from browser import browser_ready, open_page
+from conftest import tiny_raw_config
 from lmtune.cli import main
 from lmtune.errors import LmtuneError
 from lmtune.results import read_metrics
