@@ -2,10 +2,13 @@
 
 import json
 
+import pytest
 import yaml
 
 from conftest import tiny_raw_config
 from lmtune.cli import main
+from lmtune.results import read_metrics
+from reference_scores import from_confusion_matrix
 
 
 def test_train_eval_predict(tiny_models, toy_data, tmp_path, capsys):
@@ -21,6 +24,8 @@ def test_train_eval_predict(tiny_models, toy_data, tmp_path, capsys):
     for key in ("accuracy", "macro_f1", "roc_auc", "pr_auc", "confusion_matrix", "trainable_params", "total_params",
                 "artifact_bytes", "adapter_bytes", "train_seconds", "peak_rss_mb"):
         assert metrics[key] is not None, key
+    assert read_metrics(run_dir).global_step == 4  # the file has its typed shape: every field, of its type
+    assert metrics["accuracy"] == pytest.approx(from_confusion_matrix(metrics["confusion_matrix"])["accuracy"])
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert len(provenance["base_model"]["weights_sha256"]) == 64 and len(provenance["data_sha256"]) == 64
     assert (run_dir / "adapter_config.json").is_file() and (run_dir / "train_log.jsonl").is_file()

@@ -12,6 +12,7 @@ from lmtune.cli import main
 from lmtune.compare.config import CompareConfig, expand
 from lmtune.compare.runner import load_compare_config, run_compare
 from lmtune.errors import LmtuneError
+from reference_scores import from_confusion_matrix
 
 
 def compare_yaml(tmp_path, tiny_models, toy_data, **extra) -> str:
@@ -44,8 +45,14 @@ def test_compare_runs_strategies_and_baselines_then_resumes(tmp_path, tiny_model
     assert sorted(r["name"] for r in rows) == ["freeze", "lora", "prompting", "scratch", "tfidf"]
     for row in rows:
         assert row["status"] == "done", row
-        assert isinstance(row["accuracy"], float) and row["train_seconds"] is not None
-        assert row["trainable_params"] is not None
+        saved = json.loads((folder / row["name"] / "metrics.json").read_text())  # plain names: folder = name
+        # the row carries its run's numbers, and the accuracy is the one its confusion matrix gives
+        assert (row["accuracy"], row["train_seconds"], row["trainable_params"]) == (
+            saved["accuracy"], saved["train_seconds"], saved["trainable_params"])
+        assert row["accuracy"] == pytest.approx(from_confusion_matrix(saved["confusion_matrix"])["accuracy"])
+    best = max(r["accuracy"] for r in rows)
+    assert [r["accuracy"] for r in rows] == sorted((r["accuracy"] for r in rows), reverse=True)
+    assert [r["gap_to_best"] for r in rows] == pytest.approx([r["accuracy"] - best for r in rows])
     assert [r for r in rows if r["name"] == "prompting"][0]["trainable_params"] == 0
     assert (folder / "leaderboard.csv").read_text().count("\n") >= 6
     assert (folder / "report.html").is_file() and "report:" in out

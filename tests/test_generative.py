@@ -12,12 +12,14 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA, write_jsonl
-from lmtune.runconfig import resolve_config
 from lmtune.data.templates import ALPACA, ALPACA_WITH_INPUT, Example, build_template, record_format, to_example
 from lmtune.errors import LmtuneError
-from lmtune.runconfig import build_task
+from lmtune.results import read_metrics
+from lmtune.runconfig import build_task, resolve_config
 from lmtune.train import train
 from lmtune.train.artifacts import load_run
+from prefix_reference import prefix_greedy, prefix_llama_logits
+from reference_scores import number_answers, read_predictions, sacrebleu_scores
 
 WORDS = "red blue green black white big small old new".split()
 INSTRUCTION = "Translate the following English text into German."
@@ -146,10 +148,21 @@ def test_loss_covers_the_response_only_unless_asked(gen_models, gen_data, tmp_pa
 
 
 def test_rows_cut_to_max_length_are_counted(gen_models, gen_data, tmp_path):
-    cfg = gen_config(gen_models["llama"], gen_data, tmp_path, {"name": "lora"}, max_steps=1)
-    cfg = cfg.updated({"model.max_length": 20})  # the alpaca prompt alone is longer
-    result = train(cfg)
-    assert result.metrics["truncated_train_rows"] > 0
+    from transformers import AutoTokenizer
+
+    # Short and long instructions, and a limit that fits the short rows exactly: only the long ones are cut.
+    rows = copy_rows(10, 5) + [{**row, "instruction": f"{row['instruction']} {' '.join(WORDS)}"} for row in copy_rows(6, 6)]
+    data = {**gen_data, "train": write_jsonl(tmp_path / "mixed.jsonl", rows)}
+    tokenizer = AutoTokenizer.from_pretrained(gen_models["llama"])
+    # Counted here from the alpaca prompt text, the response and the end token, not by the task's encoder.
+    lengths = [len(tokenizer(ALPACA.format(instruction=r["instruction"]))["input_ids"])
+               + len(tokenizer(r["output"], add_special_tokens=False)["input_ids"]) + 1 for r in rows]
+    limit = min(lengths)
+    expected = sum(length > limit for length in lengths)
+    assert 0 < expected < len(rows), lengths
+    cfg = gen_config(gen_models["llama"], data, tmp_path, {"name": "lora"}, max_steps=1)
+    result = train(cfg.updated({"model.max_length": limit}))
+    assert result.metrics["truncated_train_rows"] == expected
 
 
 # ---- training and evaluation ---------------------------------------------------------------------------------
@@ -175,9 +188,10 @@ def test_instruction_tuning_lowers_the_loss_and_scores_generations(gen_models, g
     after = result.metrics["splits"]["validation"]["loss"]
     assert after < before
     test = result.metrics
-    assert test["eval_split"] == "test" and test["answer_type"] == "number" and 0 <= test["accuracy"] <= 1
-    predictions = [json.loads(line) for line in (result.run_dir / test["predictions_file"]).read_text().splitlines()]
+    assert test["eval_split"] == "test" and test["answer_type"] == "number"
+    predictions = read_predictions(result.run_dir, test)
     assert len(predictions) == 12 and {"generation", "extracted", "gold", "correct"} <= set(predictions[0])
+    assert {k: test[k] for k in ("accuracy", "correct", "no_answer")} == pytest.approx(number_answers(predictions))
 
 
 def _untrained_loss(cfg, task) -> float:
@@ -232,10 +246,11 @@ def test_translation_from_parallel_files_reports_sacrebleu_scores(gen_models, ge
     result = train(cfg)
     metrics = result.metrics
     for name in ("bleu", "chrf", "ter"):
-        assert metrics[name] >= 0 and "version:" in metrics[f"{name}_signature"]
+        assert "version:" in metrics[f"{name}_signature"]
     assert metrics["splits"]["validation"]["rows"] == 10
-    first = json.loads((result.run_dir / metrics["predictions_file"]).read_text().splitlines()[0])
-    assert set(first) == {"source", "reference", "translation"}
+    predictions = read_predictions(result.run_dir, metrics)
+    assert set(predictions[0]) == {"source", "reference", "translation"} and len(predictions) == 10
+    assert {k: metrics[k] for k in ("bleu", "chrf", "ter")} == pytest.approx(sacrebleu_scores(predictions))
 
 
 def test_beam_search_and_stop_strings(gen_models, gen_data, tmp_path):
@@ -262,12 +277,22 @@ def test_beam_search_and_stop_strings(gen_models, gen_data, tmp_path):
         expected = result.model.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
         assert beam["generation"] == expected, (row, beam, expected)
     task.cfg = task.cfg.updated({"task.generation.num_beams": 1})
-    assert all(p["generation"].split() for p in greedy), greedy  # the stop check below needs words to cut at
-    first, text = greedy[0]["generation"].split()[0], greedy[0]["generation"]
-    stop = text[text.index(first) + len(first):].split()[0] if len(text.split()) > 1 else first
+    text = greedy[0]["generation"]
+    stop, before = stop_inside(text)
     task.cfg = task.cfg.updated({"task.generation.stop": [stop]})
     cut = task.predict(result.model, rows[:1])[0]["generation"]
-    assert cut == text[: text.index(stop)].strip() and stop not in cut, (text, stop, cut)
+    assert cut == before and stop not in cut, (text, stop, cut)
+
+
+def stop_inside(text: str) -> tuple[str, str]:
+    """A stop string taken from the generation itself, so it must occur, with text before it, so the cut must
+    leave something shorter than the generation but not empty; and what that cut must be. A generation too short
+    for one fails here instead of letting the check pass on an empty cut."""
+    for word in text.split()[1:]:
+        before = text[: text.index(word)].strip()  # a stop cuts at its first occurrence
+        if before:
+            return word, before
+    raise AssertionError(f"the stop-string check needs a generation of two words or more, got {text!r}")
 
 
 def test_translation_needs_aligned_files(gen_models, gen_data, tmp_path):
@@ -296,7 +321,9 @@ def test_eval_suite_on_a_run_and_on_the_untuned_base(gen_models, gen_data, tmp_p
     assert "numbers" in table and "yesno" in table and "mean" in table
     saved = json.loads((result.run_dir / "metrics.json").read_text())["evaluations"]
     assert [e["split"] for e in saved] == ["llm_adapters/numbers", "llm_adapters/yesno"]
-    assert saved[1]["answer_type"] == "keyword" and saved[0]["rows"] == 4
+    # keyword answers (an option set) are scored by the options' log-likelihood, numbers by generating
+    assert [e["scoring"] for e in saved] == ["generation", "log-likelihood"] and saved[0]["rows"] == 4
+    assert [e.split for e in read_metrics(result.run_dir).evaluations] == [e["split"] for e in saved]  # typed too
     assert (result.run_dir / "predictions" / "llm_adapters" / "numbers.jsonl").is_file()
 
     out = tmp_path / "zero-shot"
@@ -368,6 +395,20 @@ def slow_greedy(model, prompt: str, steps: int, add_special_tokens: bool = True)
     return ids[0, start:].tolist()
 
 
+def test_prefix_tuning_forward_equals_a_hand_written_prefix_attention(gen_models, gen_data, tmp_path):
+    """PEFT's training forward for prefix tuning against attention over [prefix; text] written out by hand: the
+    ground the prefix-tuning generation reference stands on."""
+    result = train(gen_config(gen_models["llama"], gen_data, tmp_path, GENERATIVE_VARIANTS["prefix_tuning"]))
+    model = result.model.eval()
+    ids = model.tokenizer(["copy red green 4 the answer is"], return_tensors="pt", return_token_type_ids=False)["input_ids"]
+    with torch.no_grad():
+        trained = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        without_prefix = model.body.get_base_model()(input_ids=ids).logits
+    by_hand = prefix_llama_logits(model.body, ids)
+    torch.testing.assert_close(by_hand, trained, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(by_hand, without_prefix, atol=1e-3), "the prefix must change the logits"
+
+
 # Found when this test was made able to fail: the bottleneck adapter does not learn the copy task on the tiny
 # Llama (validation loss 3.81 -> 3.79 in 40 steps at lr 0.1, 3.81 at 0.3), so every reference generation is an
 # immediate end token and the comparison is empty. Strict: it fails loudly once the bottleneck learns.
@@ -397,7 +438,9 @@ def test_batched_cached_generation_equals_the_slow_reference(gen_models, gen_dat
     ends = generation.end_token_ids(model)
     with torch.no_grad():
         for prompt in prompts:
-            ids = slow_greedy(model, prompt, 5, template.add_special_tokens)
+            # prefix tuning generates by the very full forward slow_greedy runs: its reference is written by hand
+            reference = prefix_greedy if method == "prefix_tuning" else slow_greedy
+            ids = reference(model, prompt, 5, template.add_special_tokens)
             # generation stops at an end token; the reference runs on: it is cut at its first end token
             ids = ids[: next((i for i, token in enumerate(ids) if token in ends), len(ids))]
             decoded.append(model.tokenizer.decode(ids, skip_special_tokens=True).strip())

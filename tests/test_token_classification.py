@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from transformers import TrainerCallback
+
 from conftest import (
     FILLER,
     NEGATIVE,
@@ -17,13 +19,10 @@ from conftest import (
     tiny_raw_config,
     write_jsonl,
 )
-from transformers import TrainerCallback
-
-from lmtune.runconfig import resolve_config
 from lmtune.data.conll import read_conll, resolve_tag_set
 from lmtune.errors import LmtuneError
 from lmtune.models.loading import load_tokenizer
-from lmtune.runconfig import build_task
+from lmtune.runconfig import build_task, resolve_config
 from lmtune.tasks.token_classification import (
     IGNORE,
     align_labels,
@@ -34,6 +33,7 @@ from lmtune.tasks.token_classification import (
 from lmtune.train import train
 from lmtune.train.artifacts import load_run
 from lmtune.train.rundir import LOG_FILE
+from reference_scores import read_predictions, seqeval_scores
 
 WNUT = SHARED_DATA / "wnut17"
 TAGS = ["O", "B-NEG", "B-POS", "I-POS"]
@@ -211,11 +211,15 @@ def test_tagging_trains_saves_and_predicts(tiny_models, tagging_data, tmp_path, 
     result = train(cfg, callbacks=[before])
     assert task.evaluate(result.model, table, 64)["loss"] < before.loss
     metrics = result.metrics
-    assert 0.0 <= metrics["f1"] <= 1.0 and metrics["rows"] == 32 and set(metrics["per_type"]) <= {"POS", "NEG"}
+    assert metrics["rows"] == 32 and set(metrics["per_type"]) <= {"POS", "NEG"}
     logged = [json.loads(line) for line in (result.run_dir / LOG_FILE).read_text().splitlines()]
     assert any("eval_f1" in entry for entry in logged), "the Trainer computes entity F1 at each evaluation"
-    first = json.loads((result.run_dir / metrics["predictions_file"]).read_text().splitlines()[0])
+    predictions = read_predictions(result.run_dir, metrics)
+    first = predictions[0]
     assert set(first) == {"tokens", "gold", "predicted"} and len(first["predicted"]) == len(first["tokens"])
+    # every sentence scored against its own gold tags, words lost to truncation included
+    assert [(p["tokens"], p["gold"]) for p in predictions] == [(r["tokens"], r["tags"]) for r in toy_sentences(32, seed=2)]
+    assert {k: metrics[k] for k in ("precision", "recall", "f1")} == pytest.approx(seqeval_scores(predictions))
 
     rows = [{"tokens": r["tokens"]} for r in toy_sentences(6, seed=4)] + [{"text": "the really-great item was bad"}]
     expected = task.predict(result.model, rows)

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from browser import browser_ready, open_page
-from conftest import tiny_raw_config
 from safetensors.torch import load_file
 
+from browser import browser_ready, open_page
+from conftest import tiny_raw_config
 from lmtune.cli import main
 from lmtune.errors import LmtuneError
+from lmtune.results import read_metrics
 from lmtune.tune.study import load_study_config, run_study, validate_study
 
 pytest.importorskip("optuna", reason="lmtune tune needs its extra: pip install -e '.[tune]'")
@@ -80,7 +81,9 @@ def test_tpe_study_writes_summary_trials_rerun_alone_and_resume_skips_them(tmp_p
     folder = tmp_path / "study"
     assert out.count("best ") >= 3 and "reference (base config)" in out  # one line per trial
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["trials"]["complete"] == 3 and summary["reference"]["score"] is not None
+    assert summary["trials"]["complete"] == 3
+    reference_run = read_metrics(folder / summary["reference"]["dir"] / "run")  # the objective is the loss
+    assert summary["reference"]["score"] == pytest.approx(reference_run.headline.loss)
     rows = (folder / "trials.csv").read_text().strip().splitlines()
     assert len(rows) == 4 and rows[0].startswith("number,state,score")
     best = yaml.safe_load((folder / "best_config.yaml").read_text())

@@ -17,7 +17,8 @@ from lmtune.config.schema import StrictModel
 from lmtune.runconfig import RunConfig
 from lmtune.registry import Registry
 from lmtune.errors import LmtuneError
-from lmtune.io import write_json, write_yaml
+from lmtune.io import write_yaml
+from lmtune.results import BaselineMetrics, write_metrics
 
 if TYPE_CHECKING:
     from lmtune.data.splits import Splits
@@ -76,24 +77,21 @@ class Baseline(ABC):
                artifact_bytes: int, train_seconds: float, peak_rss_mb: float, **details: Any) -> dict[str, Any]:
         """Assemble metrics.json (the headline split's metrics at top level, as a training run has them) and
         write it last."""
-        headline = "test" if "test" in by_split else "validation"
-        metrics = {
-            **by_split[headline],
-            "eval_split": headline,
-            "splits": by_split,
-            "trainable_params": trainable_params,
-            "total_params": total_params,
-            "trainable_percent": round(100 * trainable_params / total_params, 4) if total_params else 0.0,
-            "artifact_bytes": artifact_bytes,
-            "train_seconds": round(train_seconds, 2),
-            "peak_rss_mb": peak_rss_mb,
-            "method": self.name,
-            "baseline": self.cfg.model_dump(mode="json"),
+        metrics = BaselineMetrics(
+            eval_split="test" if "test" in by_split else "validation",
+            splits=by_split,
+            trainable_params=trainable_params,
+            total_params=total_params,
+            trainable_percent=round(100 * trainable_params / total_params, 4) if total_params else 0.0,
+            artifact_bytes=artifact_bytes,
+            train_seconds=round(train_seconds, 2),
+            peak_rss_mb=peak_rss_mb,
+            method=self.name,
+            baseline=self.cfg.model_dump(mode="json"),
             # Facts that are not metrics sit one level down, so the leaderboard does not take them for metric columns.
-            "details": details,
-        }
-        write_json(Path(out_dir) / METRICS_FILE, metrics)
-        return metrics
+            details=details,
+        )
+        return write_metrics(out_dir, metrics)
 
 
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:

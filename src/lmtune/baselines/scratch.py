@@ -20,7 +20,7 @@ from lmtune.baselines.base import (
     register_baseline,
 )
 from lmtune.runconfig import RunConfig
-from lmtune.io import write_json
+from lmtune.results import TrainingMetrics, write_metrics
 from lmtune.methods.full import Full
 
 
@@ -61,7 +61,7 @@ class Scratch(Baseline):
         from lmtune.train import train
 
         result = train(self.run_config(run_cfg, Path(out_dir)))
-        metrics = {**result.metrics, "method": self.name, "trained_with": result.config.method.name,
-                   "baseline": self.cfg.model_dump(mode="json")}
-        write_json(result.run_dir / METRICS_FILE, metrics)  # the trainer's metrics.json, relabelled (atomic)
-        return metrics
+        metrics = TrainingMetrics.model_validate({**result.metrics, "method": self.name,
+                                                  "trained_with": result.config.method.name,
+                                                  "baseline": self.cfg.model_dump(mode="json")})
+        return write_metrics(result.run_dir, metrics)  # the trainer's metrics.json, relabelled (atomic)

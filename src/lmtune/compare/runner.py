@@ -20,13 +20,11 @@ from lmtune.runconfig import resolve_config, with_absolute_paths
 from lmtune.config.paths import resolve_paths
 from lmtune.errors import LmtuneError
 from lmtune.io import write_yaml
+from lmtune.results import read_metrics
 from lmtune.train import rundir
 
-# Facts about a run that are not task metrics (they get their own leaderboard columns, or none).
-RUN_FACTS = {
-    "trainable_params", "total_params", "trainable_percent", "artifact_bytes", "adapter_bytes", "train_seconds",
-    "peak_rss_mb", "global_step", "rows", "correct", "no_answer", "truncated_train_rows", "dropped_train_rows",
-}
+# The run facts every entry row carries beside its scores (a failed entry has None for each).
+RUN_FACT_COLUMNS = ("trainable_params", "total_params", "trainable_percent", "artifact_bytes", "train_seconds", "peak_rss_mb")
 
 
 @dataclass
@@ -109,23 +107,21 @@ def _run(cfg: CompareConfig, entry: Entry, out: Path) -> None:
 
 
 def entry_result(entry: Entry, out: Path) -> dict[str, Any]:
-    metrics = json.loads((out / rundir.METRICS_FILE).read_text())
+    """A finished entry's row material, read through the typed metrics.json: the headline split's scores (counts
+    such as rows stay out), the run facts, the confusion matrix and the labels for the report."""
+    metrics = read_metrics(out)
     config = yaml.safe_load((out / rundir.CONFIG_FILE).read_text()) if (out / rundir.CONFIG_FILE).is_file() else {}
-    scalar = {k: v for k, v in metrics.items()
-              if k not in RUN_FACTS and (v is None or isinstance(v, (int, float))) and not isinstance(v, bool)}
     return {
-        "name": entry.name, "kind": entry.kind, "method": metrics.get("method", entry.name), "status": "done",
-        "error": None, "metrics": scalar, "run_dir": str(out), "log": _log(out),
-        **{k: metrics.get(k) for k in ("trainable_params", "total_params", "trainable_percent", "artifact_bytes",
-                                       "train_seconds", "peak_rss_mb")},
-        "confusion_matrix": metrics.get("confusion_matrix"),
+        "name": entry.name, "kind": entry.kind, "method": metrics.method, "status": "done",
+        "error": None, "metrics": metrics.headline.scores(), "run_dir": str(out), "log": _log(out),
+        **{k: getattr(metrics, k) for k in RUN_FACT_COLUMNS},
+        "confusion_matrix": metrics.headline.confusion_matrix,
         "labels": (config.get("data") or {}).get("labels"),
     }
 
 
 def _failed(entry: Entry, out: Path, message: str) -> dict[str, Any]:
-    empty = dict.fromkeys(("trainable_params", "total_params", "trainable_percent", "artifact_bytes",
-                           "train_seconds", "peak_rss_mb", "confusion_matrix", "labels"))
+    empty = dict.fromkeys((*RUN_FACT_COLUMNS, "confusion_matrix", "labels"))
     return {"name": entry.name, "kind": entry.kind, "method": entry.name, "status": "failed", "error": message,
             "metrics": {}, "run_dir": str(out), "log": [], **empty}
 

@@ -18,6 +18,7 @@ from lmtune.errors import LmtuneError
 from lmtune.evaluate.evaluator import scalar_metrics
 from lmtune.evaluate.predictions import take_predictions
 from lmtune.io import dir_bytes, write_json, write_yaml
+from lmtune.results import TrainingMetrics, write_metrics
 from lmtune.methods import STRATEGIES
 from lmtune.models.loading import load_backbone
 from lmtune.runconfig import RunConfig, resolve
@@ -129,9 +130,9 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
     train_seconds = time.perf_counter() - started
 
     files = strategy.save(model, run_dir) + task.save_head(model, run_dir)
-    metrics = _final_metrics(cfg, model, task, splits, run_dir)
-    metrics.update(
-        counts,
+    metrics = write_metrics(run_dir, TrainingMetrics(  # written last: its presence marks a finished run
+        **_final_metrics(cfg, model, task, splits, run_dir),
+        **counts,
         trainable_percent=round(100 * counts["trainable_params"] / counts["total_params"], 4),
         artifact_bytes=dir_bytes(files),
         adapter_bytes=serving_bytes(strategy, task, model),
@@ -141,8 +142,7 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
         method=strategy.name,
         serve_kind=strategy.serve_kind,
         **task.data_report(splits),
-    )
-    write_json(run_dir / rundir.METRICS_FILE, metrics)  # written last: its presence marks a finished run
+    ))
     if not cfg.train.keep_checkpoints:
         shutil.rmtree(run_dir / rundir.CHECKPOINTS, ignore_errors=True)
     return RunResult(run_dir, metrics, cfg, model)
@@ -189,5 +189,4 @@ def _final_metrics(cfg: RunConfig, model, task, splits, run_dir: Path) -> dict[s
         by_split["test"] = task.evaluate(model, splits.test, cfg.eval.batch_size)
     for split, metrics in by_split.items():
         take_predictions(metrics, run_dir, split)
-    headline = "test" if has_test else "validation"
-    return {**by_split[headline], "eval_split": headline, "splits": by_split}
+    return {"eval_split": "test" if has_test else "validation", "splits": by_split}
