@@ -37,7 +37,7 @@ STRATEGIES: dict[str, list[str]] = {
 
 
 def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 

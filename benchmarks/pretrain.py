@@ -35,7 +35,7 @@ SST2_MAJORITY = 444 / 872  # dev: 444 positive, 428 negative
 
 
 def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
     return f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
 
 
@@ -48,9 +48,8 @@ def save(key: str, value) -> None:
 
 
 def compare(config: str, overrides: list[str] | None = None):
-    from lmtune.compare.runner import load_compare_config, run_compare
-
     import lmtune.models.lstm  # noqa: F401 - LSTM folders load with AutoModel in this process
+    from lmtune.compare.runner import load_compare_config, run_compare
 
     started = time.perf_counter()
     result = run_compare(load_compare_config(EXAMPLES / config, overrides or []))

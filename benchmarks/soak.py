@@ -43,9 +43,9 @@ def build(folder: Path) -> tuple[Path, Path]:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from lmtune.runconfig import resolve_config
     from lmtune.data.templates import ALPACA
     from lmtune.models.tiny import build_tiny_model
+    from lmtune.runconfig import resolve_config
     from lmtune.train import train
 
     rng = random.Random(0)

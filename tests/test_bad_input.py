@@ -87,7 +87,7 @@ def test_an_adapter_trained_for_another_base_model_is_refused(tiny_models, toy_d
     from lmtune.models.tiny import build_tiny_model
 
     result = _run(tiny_models, toy_data, tmp_path)
-    texts = [json.loads(l)["text"] for l in toy_data["train"].read_text().splitlines()]
+    texts = [json.loads(line)["text"] for line in toy_data["train"].read_text().splitlines()]
     other = build_tiny_model("bert", tmp_path / "other-bert", texts, seed=7)  # same shapes, other weights
     with pytest.raises(LmtuneError, match="was trained on base model .* different weights"):
         load_run(result.run_dir, [f"model.name={other}"])

@@ -19,10 +19,10 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 import lmtune.methods  # noqa: F401  (registers the tuner with PEFT)
 from conftest import tiny_raw_config
-from lmtune.runconfig import resolve_config
 from lmtune.methods import bottleneck_peft
 from lmtune.methods.bottleneck_peft import BottleneckConfig, BottleneckLayer, bottleneck_parameter_count
 from lmtune.models.tiny import ARCHES
+from lmtune.runconfig import resolve_config
 from lmtune.train import train
 
 KINDS = ["series", "parallel"]

@@ -38,8 +38,8 @@ def test_train_eval_predict(tiny_models, toy_data, tmp_path, capsys):
     assert recorded["accuracy"] == metrics["splits"]["validation"]["accuracy"], "re-evaluation reproduces training's numbers"
 
     assert main(["predict", str(run_dir), "--text", "a great item", "--text", "awful and broken"]) == 0
-    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
-    assert [l["text"] for l in lines] == ["a great item", "awful and broken"]
+    lines = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    assert [row["text"] for row in lines] == ["a great item", "awful and broken"]
     for line in lines:
         assert line["label"] in ("neg", "pos") and abs(sum(line["probabilities"].values()) - 1) < 1e-5
 

@@ -4,11 +4,10 @@ import pytest
 import yaml
 
 from conftest import ROOT
-
-from lmtune.runconfig import load_config, resolve_config
 from lmtune.config.loading import parse_overrides
 from lmtune.errors import LmtuneError
 from lmtune.methods.lora import LoraMethodConfig
+from lmtune.runconfig import load_config, resolve_config
 
 
 def test_yaml_plus_overrides(tmp_path):
@@ -77,8 +76,8 @@ def test_missing_config_file_and_bad_yaml(tmp_path):
 
 def test_every_config_field_is_documented():
     from lmtune.config.schema import GenerationConfig, StrictModel
-    from lmtune.runconfig import RunConfig
     from lmtune.methods import STRATEGIES
+    from lmtune.runconfig import RunConfig
     from lmtune.tasks import TASKS
 
     classes = {RunConfig, GenerationConfig} | {cls.config_cls for cls in STRATEGIES.all().values()}

@@ -5,8 +5,7 @@ from collections import Counter
 import pytest
 
 from conftest import SHARED_DATA, tiny_raw_config, toy_rows, write_jsonl
-from lmtune.runconfig import resolve_config
-from lmtune.runconfig import build_task
+from lmtune.runconfig import build_task, resolve_config
 from lmtune.train import train
 
 MRPC = SHARED_DATA / "glue_mrpc"

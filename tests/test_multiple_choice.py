@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from conftest import write_jsonl
-
 from lmtune.data.choices import choice_items
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.choices import score_rows

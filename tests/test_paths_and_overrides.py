@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_raw_config
 
+from conftest import tiny_raw_config
 from lmtune.cli import main
 from lmtune.compare.runner import load_compare_config
-from lmtune.runconfig import load_config
 from lmtune.config.loading import parse_overrides
 from lmtune.pretrain.config import load_pretrain_config
+from lmtune.runconfig import load_config
 
 
 @pytest.mark.parametrize("word", ["no", "off", "yes", "on", "No", "OFF"])

@@ -159,10 +159,10 @@ def test_tokenizer_command_reports_tokens_per_word_against_a_base(tmp_path, tiny
 
 @pytest.mark.parametrize("arch", ["llama", "lstm"])
 def test_perplexity_equals_a_token_by_token_computation(arch):
+    from lmtune.models.tiny import build_tokenizer
     from lmtune.pretrain.architectures import build_architecture
     from lmtune.pretrain.config import ArchConfig
     from lmtune.pretrain.perplexity import causal_windows, eval_token_stream, perplexity_report
-    from lmtune.models.tiny import build_tokenizer
 
     texts = ["the cat sat on the mat today", "a dog ran far away from the cat and the mat and the hat"]
     tokenizer = build_tokenizer(texts, "llama")
@@ -186,10 +186,10 @@ def test_perplexity_equals_a_token_by_token_computation(arch):
 
 
 def test_masked_perplexity_uses_a_fixed_mask():
+    from lmtune.models.tiny import build_tokenizer
     from lmtune.pretrain.architectures import build_architecture
     from lmtune.pretrain.config import ArchConfig
     from lmtune.pretrain.perplexity import perplexity_report
-    from lmtune.models.tiny import build_tokenizer
 
     texts = ["the cat sat on the mat today and the dog ran far away"] * 4
     tokenizer = build_tokenizer(texts, "bert")
@@ -218,8 +218,8 @@ def test_every_architecture_pretrains_and_its_loss_falls(tmp_path, arch):
 def test_pretrained_folder_reloads_and_fine_tunes_with_lmtune_train(tmp_path, arch, toy_data):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lmtune.runconfig import resolve_config
     from lmtune.pretrain.perplexity import perplexity_report
+    from lmtune.runconfig import resolve_config
     from lmtune.train import train
 
     folder = tmp_path / arch
@@ -307,8 +307,8 @@ def test_continued_pretraining_lowers_held_out_perplexity(tmp_path, tiny_models,
     from lmtune.methods import STRATEGIES
     from lmtune.pretrain.config import load_pretrain_config
     from lmtune.pretrain.continue_ import heldout_report, load_causal_lm, run_continue
-    from lmtune.pretrain.perplexity import perplexity_report
     from lmtune.pretrain.corpus import read_texts
+    from lmtune.pretrain.perplexity import perplexity_report
 
     section, factor = CONTINUE_METHODS[method]
     out = tmp_path / method

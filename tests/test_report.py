@@ -17,7 +17,6 @@ from lmtune.compare.report import write_report
 from lmtune.html_report import slug
 
 
-
 def _log(steps: int, start: float, evals: list[float]) -> list[dict]:
     """Trainer log lines: a train loss every 10 steps, an eval loss at the end of each epoch."""
     lines = [{"step": s, "epoch": s / steps * len(evals), "loss": round(start * 0.96 ** (s / 10) + 0.05, 4)}

@@ -237,8 +237,8 @@ def test_cancelling_a_waiting_request_and_shutting_down_end_every_request(served
 
 
 def test_prefill_groups_keep_similar_lengths_together(served):
-    from lmtune.serve.scheduler import length_groups
     from lmtune.serve.requests import Sequence_
+    from lmtune.serve.scheduler import length_groups
 
     engine = served["engine"]
     prompt = engine.adapter("prompt")  # 4 virtual tokens

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
 from conftest import toy_rows, write_jsonl
 
 pytest.importorskip("fastapi")
@@ -21,7 +22,6 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
 
 from lmtune.errors import LmtuneError
-
 from test_generative import WORDS, copy_rows  # the learnable "copy" instruction rows
 
 PROMPT = "copy red 3"

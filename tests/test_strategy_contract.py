@@ -10,18 +10,16 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from lmtune.runconfig import resolve_config
+from conftest import tiny_raw_config
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.evaluator import evaluate_split
 from lmtune.forms import declared_peft_types, form_named, form_of_body
 from lmtune.methods import STRATEGIES
-from lmtune.models.tiny import ARCHES
 from lmtune.models.loading import load_backbone
-from lmtune.runconfig import build_task
+from lmtune.models.tiny import ARCHES
+from lmtune.runconfig import build_task, resolve_config
 from lmtune.train import runner, train
 from lmtune.train.artifacts import load_run
-
-from conftest import tiny_raw_config
 
 # Every registered strategy, in the variants whose code paths differ. "base" says what trains besides the head:
 # all / some pretrained weights, "none" (nothing in the body), or "adapter" (only new strategy parameters).

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, tiny_raw_config
 from safetensors.torch import load_file
 
+from conftest import ROOT, tiny_raw_config
 from lmtune.cli import main
 from lmtune.train.checkpoints import incomplete_reason, newest_complete
 

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
-from test_tune import ROOT, study_raw, write_study
 
 from lmtune.cli import main
+from test_tune import ROOT, study_raw, write_study
 
 pytest.importorskip("optuna", reason="lmtune tune needs its extra: pip install -e '.[tune]'")
 INSTALL_POSTGRES = "apt-get install -y postgresql (make test installs it)"

@@ -63,7 +63,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
 def test_quickstart_reviews_are_balanced_varied_and_disjoint():
     from lmtune.quickstart import DATA
 
-    splits = {s: [json.loads(l) for l in (DATA / f"reviews_{s}.jsonl").read_text().splitlines()] for s in ("train", "test")}
+    splits = {s: [json.loads(line) for line in (DATA / f"reviews_{s}.jsonl").read_text().splitlines()] for s in ("train", "test")}
     assert len(splits["train"]) + len(splits["test"]) >= 600
     for rows in splits.values():
         counts = {label: sum(r["label"] == label for r in rows) for label in ("positive", "neutral", "negative")}

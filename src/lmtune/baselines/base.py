@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from lmtune.config.schema import StrictModel
-from lmtune.runconfig import RunConfig
-from lmtune.registry import Registry
 from lmtune.errors import LmtuneError
 from lmtune.io import write_yaml
+from lmtune.registry import Registry
 from lmtune.results import BaselineMetrics, write_metrics
+from lmtune.runconfig import RunConfig
 
 if TYPE_CHECKING:
     from lmtune.data.splits import Splits

@@ -28,10 +28,10 @@ from lmtune.baselines.base import (
     evaluation_splits,
     register_baseline,
 )
-from lmtune.runconfig import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.metrics import classification_metrics
 from lmtune.evaluate.predictions import take_predictions
+from lmtune.runconfig import RunConfig
 from lmtune.tasks.classification import ClassificationTask
 from lmtune.tasks.generative import GenerativeTask
 from lmtune.tasks.multiple_choice import MultipleChoiceTask

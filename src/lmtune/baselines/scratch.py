@@ -19,9 +19,9 @@ from lmtune.baselines.base import (
     BaselineConfig,
     register_baseline,
 )
-from lmtune.runconfig import RunConfig
-from lmtune.results import TrainingMetrics, write_metrics
 from lmtune.methods.full import Full
+from lmtune.results import TrainingMetrics, write_metrics
+from lmtune.runconfig import RunConfig
 
 
 class ScratchConfig(BaselineConfig):

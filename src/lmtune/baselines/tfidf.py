@@ -19,9 +19,9 @@ from lmtune.baselines.base import (
     evaluation_splits,
     register_baseline,
 )
-from lmtune.runconfig import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.metrics import classification_metrics
+from lmtune.runconfig import RunConfig
 from lmtune.train.memory import PeakMemory
 
 PAIR_SEPARATOR = " || "

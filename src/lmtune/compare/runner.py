@@ -16,11 +16,11 @@ from tqdm.auto import tqdm
 
 from lmtune.compare.config import CompareConfig, Entry, expand
 from lmtune.config.loading import apply_overrides, explain, read_yaml
-from lmtune.runconfig import resolve_config, with_absolute_paths
 from lmtune.config.paths import resolve_paths
 from lmtune.errors import LmtuneError
 from lmtune.io import write_yaml
 from lmtune.results import read_metrics
+from lmtune.runconfig import resolve_config, with_absolute_paths
 from lmtune.train import rundir
 
 # The run facts every entry row carries beside its scores (a failed entry has None for each).

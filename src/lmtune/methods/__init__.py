@@ -4,9 +4,8 @@ To add one: write `methods/<name>.py` with a config class (`name: Literal["<name
 subclass decorated with `@register_strategy`, then import it below. Nothing else changes.
 """
 
-from lmtune.methods.base import STRATEGIES, Strategy, register_strategy
-
 # Each import registers one strategy.
-from lmtune.methods import full, freeze, lora, bottleneck, prompt_tuning, p_tuning, prefix_tuning, peft_any  # noqa: E402,F401
+from lmtune.methods import bottleneck, freeze, full, lora, p_tuning, peft_any, prefix_tuning, prompt_tuning  # noqa: E402,F401
+from lmtune.methods.base import STRATEGIES, Strategy, register_strategy
 
 __all__ = ["STRATEGIES", "Strategy", "register_strategy"]

@@ -15,7 +15,6 @@ from lmtune.forms import WEIGHT_DELTA, declare_peft_form, peft_form
 from lmtune.methods._peft import PeftStrategy
 from lmtune.methods.base import register_strategy
 
-
 # IA3 scales activations per channel: on a module's output (keys, values) that is out·(l - 1) added to the output,
 # on a feed-forward module's input W·((l - 1)·x) added to it, both additions to module outputs (serve/kinds/ia3.py).
 declare_peft_form("IA3", WEIGHT_DELTA)

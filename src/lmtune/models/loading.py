@@ -12,11 +12,11 @@ from typing import Literal
 import transformers
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+import lmtune.models.lstm  # noqa: F401,E402  registers the LSTM LM (model_type lmtune_lstm) with the Auto classes
 from lmtune.config.schema import ModelConfig
 from lmtune.errors import LmtuneError
 from lmtune.io import sha256_files
 from lmtune.models.bundled import BUNDLED, cache_dir, gguf_to_folder
-import lmtune.models.lstm  # noqa: F401,E402  registers the LSTM LM (model_type lmtune_lstm) with the Auto classes
 
 DECODER_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 

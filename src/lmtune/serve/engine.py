@@ -21,9 +21,11 @@ from pydantic import Field
 
 from lmtune.config.schema import ModelConfig, StrictModel
 from lmtune.errors import LmtuneError
-from lmtune.models.loading import backbone_kind, load_backbone
 from lmtune.evaluate.generation import end_ids_of
+from lmtune.models.loading import backbone_kind, load_backbone
 from lmtune.serve.artifact import read_adapter
+from lmtune.serve.chat import chat_prompt
+from lmtune.serve.classify import forward_heads
 from lmtune.serve.forms import ServedAdapter
 from lmtune.serve.inputs import build_inputs, gather_text
 from lmtune.serve.mixed import BatchPlan, DeltaHooks
@@ -32,8 +34,6 @@ from lmtune.serve.running import RunningBatch
 from lmtune.serve.sampling import SamplingParams
 from lmtune.serve.scheduler import Scheduler
 from lmtune.serve.store import AdapterInfo, AdapterStore
-from lmtune.serve.chat import chat_prompt
-from lmtune.serve.classify import forward_heads
 
 __all__ = ["Engine", "EngineConfig", "EngineDead", "EngineObserver", "GenerationEvent", "Overloaded", "SamplingParams",
            "AdapterInfo"]

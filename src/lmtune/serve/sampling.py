@@ -8,7 +8,6 @@ import torch
 
 from lmtune.errors import LmtuneError
 
-
 MAX_SEED = 2**63 - 1
 """torch.Generator.manual_seed takes 64 bits; one range for every client."""
 GREEDY_BELOW = 1e-5

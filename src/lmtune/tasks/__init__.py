@@ -4,9 +4,8 @@ To add one: write `tasks/<name>.py` with a config class (`name: Literal["<name>"
 decorated with `@register_task`, then import it below.
 """
 
-from lmtune.tasks.base import TASKS, Task, TaskModel, register_task
-
 # Each import registers one task.
 from lmtune.tasks import classification, instruction, multiple_choice, token_classification, translation  # noqa: E402,F401
+from lmtune.tasks.base import TASKS, Task, TaskModel, register_task
 
 __all__ = ["TASKS", "Task", "TaskModel", "register_task"]

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from lmtune.config.schema import TaskConfig
-from lmtune.registry import Registry
 from lmtune.data.splits import Splits
 from lmtune.errors import LmtuneError
+from lmtune.registry import Registry
 
 if TYPE_CHECKING:
     from lmtune.models.loading import Backbone

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmtune.config.loading import apply_overrides
-
-from lmtune.runconfig import RunConfig, resolve, resolve_config
 from lmtune.errors import LmtuneError
 from lmtune.methods import STRATEGIES, Strategy
 from lmtune.models.loading import load_backbone
+from lmtune.runconfig import RunConfig, resolve, resolve_config
 from lmtune.tasks import TASKS, Task, TaskModel
 from lmtune.train import rundir
 

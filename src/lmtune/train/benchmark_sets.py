@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from lmtune.runconfig import resolve, resolve_config
 from lmtune.data.sources import read_file
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.predictions import PREDICTIONS_DIR, take_predictions
 from lmtune.io import write_json
+from lmtune.runconfig import resolve, resolve_config
 
 SUITES = {"llm_adapters": "LMTUNE_LLM_ADAPTERS_DATA"}
 """Suite name → the environment variable that may point at its `dataset/` folder."""

@@ -10,10 +10,9 @@ from typing import Any
 import yaml
 
 import lmtune
-from lmtune.runconfig import resolve_config
-from lmtune.runconfig import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.io import check_made_folder, check_writable_location, make_writable_dir, remove_made_folder, sha256_files
+from lmtune.runconfig import RunConfig, resolve_config
 
 CONFIG_FILE = "config.yaml"
 PROVENANCE_FILE = "provenance.json"

@@ -18,9 +18,9 @@ from lmtune.errors import LmtuneError
 from lmtune.evaluate.evaluator import scalar_metrics
 from lmtune.evaluate.predictions import take_predictions
 from lmtune.io import dir_bytes, write_json, write_yaml
-from lmtune.results import TrainingMetrics, write_metrics
 from lmtune.methods import STRATEGIES
 from lmtune.models.loading import load_backbone
+from lmtune.results import TrainingMetrics, write_metrics
 from lmtune.runconfig import RunConfig, resolve
 from lmtune.tasks import TASKS
 from lmtune.train import rundir

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lmtune.runconfig import resolve_config
 from lmtune.errors import LmtuneError
 from lmtune.io import atomic_write, write_json
+from lmtune.runconfig import resolve_config
 from lmtune.tune.space import format_value
 
 if TYPE_CHECKING:

@@ -20,8 +20,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from lmtune.runconfig import resolve_config
 from lmtune.errors import LmtuneError
+from lmtune.runconfig import resolve_config
 
 RANGE_KEYS = {"low", "high", "log", "step", "type"}
 

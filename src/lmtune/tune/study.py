@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,9 @@ import yaml
 from pydantic import ValidationError
 
 from lmtune.config.loading import apply_overrides, explain, read_yaml
-
-from lmtune.runconfig import with_absolute_paths
 from lmtune.config.paths import absolute, resolve_paths
 from lmtune.errors import LmtuneError
+from lmtune.runconfig import with_absolute_paths
 from lmtune.tune.algorithms import ALGORITHMS
 from lmtune.tune.config import StudyConfig
 from lmtune.tune.space import Param, parse_space, show

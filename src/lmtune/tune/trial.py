@@ -26,10 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from lmtune.runconfig import resolve_config
-from lmtune.runconfig import RunConfig
 from lmtune.errors import LmtuneError, hint
 from lmtune.io import write_json, write_yaml
+from lmtune.runconfig import RunConfig, resolve_config
 from lmtune.tune.space import format_value, to_overrides
 
 if TYPE_CHECKING:

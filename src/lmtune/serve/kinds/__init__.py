@@ -6,7 +6,7 @@ Written here rather than taken from PEFT because PEFT applies one adapter type p
 routes rows only between LoRA-family adapters, one sub-batch at a time (shared/NOTES.md).
 """
 
-from lmtune.serve.kinds.base import READERS, KindReader, read_body_part, register_kind, serve_kind_of
 from lmtune.serve.kinds import bottleneck, ia3, kv_prefix, lora, soft_prompt  # noqa: F401  (registration)
+from lmtune.serve.kinds.base import READERS, KindReader, read_body_part, register_kind, serve_kind_of
 
 __all__ = ["READERS", "KindReader", "read_body_part", "register_kind", "serve_kind_of"]
