@@ -135,11 +135,11 @@ def _score_group_batch(body, rows, owners, questions: list[list[int]], scored: S
     mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=device)
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
     out = body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-    if getattr(out, "past_key_values", None) is None:
+    if getattr(out, "cache", None) is None:  # transformers 5 names it `cache` (was past_key_values)
         return False
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # predicts each choice's first token
     repeat = torch.tensor([q for q, members in enumerate(questions) for _ in members], device=device)
-    cache = out.past_key_values
+    cache = out.cache
     cache.reorder_cache(repeat)  # one copy of its question's context per choice
     members = [k for group in questions for k in group]
     targets = [_split(rows[k])[1] for k in members]
@@ -148,7 +148,7 @@ def _score_group_batch(body, rows, owners, questions: list[list[int]], scored: S
     target_mask = torch.tensor([[1] * len(t) + [0] * (target_width - len(t)) for t in targets], device=device)
     lengths = mask.sum(dim=1)[repeat]
     logits = body(input_ids=target_ids, attention_mask=torch.cat([mask[repeat], target_mask], dim=1),
-                  position_ids=lengths[:, None] + torch.arange(target_width, device=device), past_key_values=cache).logits
+                  position_ids=lengths[:, None] + torch.arange(target_width, device=device), cache=cache).logits
     following = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, target_ids[:, 1:, None]).squeeze(-1)
     totals = first[repeat].gather(-1, target_ids[:, :1]).squeeze(-1) + (following * target_mask[:, 1:]).sum(dim=1)
     for k, total, count in zip(members, totals.tolist(), target_mask.sum(dim=1).tolist()):
