@@ -204,3 +204,13 @@ def test_the_prompting_baseline_scores_choices_zero_and_few_shot(mc_models, mc_d
         assert metrics["accuracy"] == pytest.approx(right / len(predictions)) and metrics["trainable_params"] == 0
     assert results[0]["accuracy"] != results[2]["accuracy"] or results[0]["loss"] != results[2]["loss"], \
         "two demonstrations before every question change the scores"
+
+
+def test_predict_from_the_command_line_scores_the_given_choices(mc_models, mc_data, tmp_path, capsys):
+    from lmtune.cli import main
+
+    result = train(mc_config(mc_models["llama"], mc_data, tmp_path, {"name": "lora"}))
+    assert main(["predict", str(result.run_dir), "--text", "copy red", "--pair", "blue|red|green"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["choices"] == ["blue", "red", "green"] and len(line["probabilities"]) == 3
+    assert line["prediction"] == max(range(3), key=lambda i: line["loglikelihood"][i])

@@ -268,8 +268,9 @@ class MultipleChoiceTask(Task):
                 "prediction_norm": int(scored.best(normalised=True)[n]), "gold": item.gold}
 
     def predict(self, model: TaskModel, rows: list[dict]) -> list[dict]:
-        items = choice_items(rows, self.cfg.task.layout if self.cfg.task.layout != "auto" else "auto",
-                             Columns(self.cfg.task.question_column, self.cfg.task.choices_column, self.cfg.task.answer_column))
+        # The layout is read from the rows: `--text/--pair` rows are columns even for a run trained on another layout.
+        task = self.cfg.task
+        items = choice_items(rows, "auto", Columns(task.question_column, task.choices_column, task.answer_column))
         scored = self.score(model, items, self.cfg.eval.batch_size)
         return [self.prediction(item, scored, n) for n, item in enumerate(items)]
 
