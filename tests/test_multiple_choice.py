@@ -15,8 +15,9 @@ from lmtune.errors import LmtuneError
 from lmtune.evaluate.choices import score_rows
 from lmtune.runconfig import build_task, resolve_config
 from lmtune.train import train
+from test_generative import GENERATIVE_VARIANTS as VARIANTS  # every strategy kind, on a decoder
+from test_generative import WORDS
 
-WORDS = "red blue green black white big small old new".split()
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "llm_adapters" / "dataset"
 
 
@@ -118,18 +119,6 @@ def test_the_continuation_is_tokenised_as_in_running_text(mc_models, mc_data, tm
     assert scored == tokenizer(" red", add_special_tokens=False)["input_ids"]
 
 
-VARIANTS = {
-    "full": {"name": "full"},
-    "freeze-last1": {"name": "freeze", "train_last_layers": 1},
-    "lora": {"name": "lora", "rank": 4},
-    "bottleneck": {"name": "bottleneck", "bottleneck_size": 8},
-    "prompt_tuning": {"name": "prompt_tuning", "num_virtual_tokens": 4},
-    "p_tuning": {"name": "p_tuning", "num_virtual_tokens": 4, "encoder_hidden_size": 16},
-    "prefix_tuning": {"name": "prefix_tuning", "num_virtual_tokens": 4},
-    "peft-IA3": {"name": "peft", "peft_type": "IA3"},
-}
-
-
 def token_by_token(body, ids: list[int], target_mask: list[int]) -> float:
     """The reference: one unpadded forward per scored token, its log-probability read at the last position."""
     total = 0.0
@@ -144,15 +133,10 @@ def token_by_token(body, ids: list[int], target_mask: list[int]) -> float:
 def test_batched_choice_scores_equal_token_by_token_scores(mc_models, mc_data, tmp_path, variant):
     result = train(mc_config(mc_models["llama"], mc_data, tmp_path, VARIANTS[variant]))
     task, body = build_task(result.config), result.model.body
-    task.load_data()
     body.eval()
     items = task.items(task.load_data().test)[:4]
     tokenizer = result.model.tokenizer
-    pairs, owners = [], []
-    for n, item in enumerate(items):
-        for i, (c, t) in enumerate(zip(task.contexts(item, tokenizer), task.continuations(item))):
-            pairs.append(task.encode_pair(c, t, tokenizer))
-            owners.append((n, i, len(t.encode())))
+    pairs, owners = task.scoring_rows(items, tokenizer)
     pad = tokenizer.pad_token_id
     batched = score_rows(body, pairs, owners, len(items), 3, pad, batch_size=16)
     alone = score_rows(body, pairs, owners, len(items), 3, pad, batch_size=1)

@@ -43,9 +43,8 @@ class ScoredRows:
         if kind == "lm":
             picked = np.arange(len(rows)), gold
             return float(-sums[picked].sum() / max(self.counts[rows][picked].sum(), 1))
-        finite = np.where(np.isfinite(sums), sums, -np.inf)
-        top = finite.max(axis=1, keepdims=True)
-        log_norm = top[:, 0] + np.log(np.exp(finite - top).sum(axis=1))
+        top = sums.max(axis=1, keepdims=True)  # absent choices are -inf: exp gives 0
+        log_norm = top[:, 0] + np.log(np.exp(sums - top).sum(axis=1))
         return float((log_norm - sums[np.arange(len(rows)), gold]).mean())
 
 
@@ -86,7 +85,7 @@ def _full_row_scores(body, rows, owners, indices: list[int], scored: ScoredRows,
         width = len(rows[order[start]].input_ids)
         take = max(1, min(batch_size, LOGIT_BUDGET // (width * vocab)))
         batch = [rows[k] for k in order[start:start + take]]
-        ids, mask, target = (torch.tensor(t, device=device) for t in _padded(batch, width, pad))
+        ids, mask, target = (t.to(device) for t in pad_right([r.input_ids for r in batch], [r.target_mask for r in batch], pad))
         row_sums, row_counts = choice_logprobs(body, ids, mask, target)
         for k, total, count in zip(order[start:start + take], row_sums.tolist(), row_counts.tolist()):
             _record(scored, owners[k], total, count)
@@ -143,9 +142,9 @@ def _score_group_batch(body, rows, owners, questions: list[list[int]], scored: S
     cache.reorder_cache(repeat)  # one copy of its question's context per choice
     members = [k for group in questions for k in group]
     targets = [_split(rows[k])[1] for k in members]
-    target_width = max(len(t) for t in targets)
-    target_ids = torch.tensor([t + [pad] * (target_width - len(t)) for t in targets], device=device)
-    target_mask = torch.tensor([[1] * len(t) + [0] * (target_width - len(t)) for t in targets], device=device)
+    # Every continuation token is scored, so the attention mask of the choices is also their target mask.
+    target_ids, target_mask, _ = (t.to(device) for t in pad_right(targets, [[1] * len(t) for t in targets], pad))
+    target_width = target_ids.shape[1]
     lengths = mask.sum(dim=1)[repeat]
     logits = body(input_ids=target_ids, attention_mask=torch.cat([mask[repeat], target_mask], dim=1),
                   position_ids=lengths[:, None] + torch.arange(target_width, device=device), cache=cache).logits
@@ -169,8 +168,10 @@ def choice_logprobs(body, input_ids, attention_mask, target_mask) -> tuple[torch
     return sums, targets.sum(dim=1)
 
 
-def _padded(batch: list[EncodedRow], width: int, pad: int):
-    ids = [r.input_ids + [pad] * (width - len(r.input_ids)) for r in batch]
-    mask = [[1] * len(r.input_ids) + [0] * (width - len(r.input_ids)) for r in batch]
-    target = [r.target_mask + [0] * (width - len(r.target_mask)) for r in batch]
-    return ids, mask, target
+def pad_right(ids: list[list[int]], target_masks: list[list[int]], pad: int):
+    """(input_ids, attention_mask, target_mask) tensors, each row right-padded to the longest (scoring and the
+    training collator share it: prompt methods put their virtual tokens in front, so padding must come last)."""
+    width = max(len(row) for row in ids)
+    return (torch.tensor([row + [pad] * (width - len(row)) for row in ids]),
+            torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids]),
+            torch.tensor([mask + [0] * (width - len(mask)) for mask in target_masks]))

@@ -26,7 +26,7 @@ from lmtune.data.choices import ChoiceItem, Columns, Layout, choice_items
 from lmtune.data.sources import read_split
 from lmtune.data.splits import Splits
 from lmtune.errors import LmtuneError
-from lmtune.evaluate.choices import ScoredRows, choice_logprobs, score_rows
+from lmtune.evaluate.choices import ScoredRows, choice_logprobs, pad_right, score_rows
 from lmtune.forms import form_of_body
 from lmtune.tasks.base import Task, TaskModel, register_task
 
@@ -124,27 +124,25 @@ class MultipleChoiceTask(Task):
         train = read_split(data, "train")
         if train is None:
             raise LmtuneError("no training data: set data.train (a multiple-choice file; see task.layout)")
-        if any(item.gold is None for item in self.items(train)):
+        validation, test = read_split(data, "validation"), read_split(data, "test")
+        # Each file is parsed once, here: layout errors surface now, not after training.
+        parsed = [self.items(table) for table in (train, validation, test) if table is not None]
+        if any(item.gold is None for item in parsed[0]):
             raise LmtuneError("every training row needs its answer (task.answer_column, or the layout's answer field)")
+        self.max_choices = max(self.max_choices_of(items) for items in parsed)
         if data.max_train_samples and data.max_train_samples < len(train):
             train = train.shuffle(seed=seed).select(range(data.max_train_samples))
-        validation = read_split(data, "validation")
         if validation is None:
             parts = train.train_test_split(test_size=data.validation_fraction, seed=seed)
             train, validation = parts["train"], parts["test"]
-        splits = Splits(train, self._checked(validation), self._checked(read_split(data, "test")))
-        tables = [t for t in (splits.train, splits.validation, splits.test) if t is not None]
-        self.max_choices = max(len(i.continuations) for t in tables for i in self.items(t))
+        splits = Splits(train, self._limited(validation), self._limited(test))
         if self.cfg.task.shots:
             self.demonstrations = self._demonstrations(self.items(splits.train))
         return splits
 
-    def _checked(self, table):
-        if table is None:
-            return None
-        self.items(table)  # layout errors surface now, not after training
+    def _limited(self, table):
         limit = self.cfg.data.max_eval_samples
-        return table.select(range(min(limit, len(table)))) if limit else table
+        return table.select(range(min(limit, len(table)))) if table is not None and limit else table
 
     def use_demonstrations(self, table, rows: list[int]) -> None:
         """Put these rows of `table` (question and gold answer) before every question (k-shot prompting)."""
@@ -198,14 +196,25 @@ class MultipleChoiceTask(Task):
     def encode(self, table, tokenizer):
         rows = []
         for item in self.items(table):
-            pairs = [self.encode_pair(c, t, tokenizer) for c, t in zip(self.contexts(item, tokenizer), self.continuations(item))]
+            pairs = self.encoded_choices(item, tokenizer)
             rows.append({"input_ids": [p.input_ids for p in pairs], "target_mask": [p.target_mask for p in pairs],
                          "labels": -100 if item.gold is None else item.gold})
         return datasets.Dataset.from_list(rows)
 
+    def encoded_choices(self, item: ChoiceItem, tokenizer) -> list[EncodedChoice]:
+        """One encoded (context, continuation) row per choice of `item`."""
+        return [self.encode_pair(c, t, tokenizer) for c, t in zip(self.contexts(item, tokenizer), self.continuations(item))]
+
+    def scoring_rows(self, items: list[ChoiceItem], tokenizer) -> tuple[list[EncodedChoice], list[tuple[int, int, int]]]:
+        """Every choice of every item as a row, and its owner: (item, choice, the continuation's UTF-8 bytes)."""
+        rows, owners = [], []
+        for n, item in enumerate(items):
+            rows += self.encoded_choices(item, tokenizer)
+            owners += [(n, i, len(t.encode("utf-8"))) for i, t in enumerate(self.continuations(item))]
+        return rows, owners
+
     def collator(self, tokenizer):
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        return ChoiceCollator(pad, self.max_choices)
+        return ChoiceCollator(pad_id(tokenizer), self.max_choices)
 
     # ---- model, metrics, evaluation ---------------------------------------------------------------------------
 
@@ -232,19 +241,13 @@ class MultipleChoiceTask(Task):
             metrics["accuracy_norm"] = float((scored.best(normalised=True)[labelled] == gold).mean())
             metrics["loss"] = scored.loss(labelled, gold, self.cfg.task.loss)
             metrics["majority_class"] = float(np.bincount(gold).max() / len(gold))
-        metrics["predictions"] = [self.prediction(item, scored, n) for n, item in enumerate(items)]
+        metrics["predictions"] = self.predictions(items, scored)
         return metrics
 
     def score(self, model: TaskModel, items: list[ChoiceItem], batch_size: int) -> ScoredRows:
-        tokenizer = model.tokenizer
-        pairs, owners = [], []
-        for n, item in enumerate(items):
-            for i, (c, t) in enumerate(zip(self.contexts(item, tokenizer), self.continuations(item))):
-                pairs.append(self.encode_pair(c, t, tokenizer))
-                owners.append((n, i, len(t.encode("utf-8"))))
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        return score_rows(model.body, pairs, owners, len(items), self.max_choices_of(items), pad, batch_size,
-                          progress=self.cfg.train.progress, share_context=self.shares_context(model.body))
+        rows, owners = self.scoring_rows(items, model.tokenizer)
+        return score_rows(model.body, rows, owners, len(items), self.max_choices_of(items), pad_id(model.tokenizer),
+                          batch_size, progress=self.cfg.train.progress, share_context=self.shares_context(model.body))
 
     @staticmethod
     def shares_context(body) -> bool:
@@ -257,27 +260,35 @@ class MultipleChoiceTask(Task):
     def max_choices_of(items: list[ChoiceItem]) -> int:
         return max(len(i.continuations) for i in items)
 
-    def prediction(self, item: ChoiceItem, scored: ScoredRows, n: int) -> dict[str, Any]:
-        count = len(item.continuations)
-        loglik = scored.sums[n, :count]
-        probs = np.exp(loglik - loglik.max())
-        return {"question": item.question, "choices": item.choices,
-                "loglikelihood": [round(float(x), 4) for x in loglik],
-                "probabilities": [round(float(p), 4) for p in probs / probs.sum()],
-                "prediction": int(scored.best(normalised=False)[n]),
-                "prediction_norm": int(scored.best(normalised=True)[n]), "gold": item.gold}
+    @staticmethod
+    def predictions(items: list[ChoiceItem], scored: ScoredRows) -> list[dict[str, Any]]:
+        """What a person reads per question: each choice's log-likelihood and probability, both picks, the gold."""
+        best, best_norm = scored.best(normalised=False), scored.best(normalised=True)
+        shown = []
+        for n, item in enumerate(items):
+            loglik = scored.sums[n, :len(item.continuations)]
+            probs = np.exp(loglik - loglik.max())
+            shown.append({"question": item.question, "choices": item.choices,
+                          "loglikelihood": [round(float(x), 4) for x in loglik],
+                          "probabilities": [round(float(p), 4) for p in probs / probs.sum()],
+                          "prediction": int(best[n]), "prediction_norm": int(best_norm[n]), "gold": item.gold})
+        return shown
 
     def predict(self, model: TaskModel, rows: list[dict]) -> list[dict]:
         # The layout is read from the rows: `--text/--pair` rows are columns even for a run trained on another layout.
         task = self.cfg.task
         items = choice_items(rows, "auto", Columns(task.question_column, task.choices_column, task.answer_column))
-        scored = self.score(model, items, self.cfg.eval.batch_size)
-        return [self.prediction(item, scored, n) for n, item in enumerate(items)]
+        return self.predictions(items, self.score(model, items, self.cfg.eval.batch_size))
 
     def row_from_text(self, text: str, pair: str | None = None) -> dict:
         if pair is None:
             raise LmtuneError("multiple choice needs the choices: --text 'question' --pair 'choice one|choice two|...'")
         return {self.cfg.task.question_column: text, self.cfg.task.choices_column: pair.split("|")}
+
+
+def pad_id(tokenizer) -> int:
+    """The id rows are padded with (decoders often have no pad token: their end-of-text one does)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 class ChoiceCollator:
@@ -290,11 +301,11 @@ class ChoiceCollator:
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         rows = [(n, i, ids, mask, f["labels"]) for n, f in enumerate(features)
                 for i, (ids, mask) in enumerate(zip(f["input_ids"], f["target_mask"]))]
-        width = max(len(ids) for _, _, ids, _, _ in rows)
+        input_ids, attention_mask, target_mask = pad_right([r[2] for r in rows], [r[3] for r in rows], self.pad)
         batch = {
-            "input_ids": torch.tensor([ids + [self.pad] * (width - len(ids)) for _, _, ids, _, _ in rows]),
-            "attention_mask": torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for _, _, ids, _, _ in rows]),
-            "target_mask": torch.tensor([mask + [0] * (width - len(mask)) for _, _, _, mask, _ in rows]),
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "target_mask": target_mask,
             "example_index": torch.tensor([n for n, *_ in rows]),
             "choice_slot": torch.tensor([i for _, i, *_ in rows]),
             "gold_row": torch.tensor([int(i == gold) for _, i, _, _, gold in rows]),

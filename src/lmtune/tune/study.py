@@ -18,7 +18,7 @@ from lmtune.runconfig import with_absolute_paths
 from lmtune.tune.algorithms import ALGORITHMS
 from lmtune.tune.config import StudyConfig
 from lmtune.tune.space import Param, parse_space, show
-from lmtune.tune.summary import StudyResult
+from lmtune.tune.summary import StudyResult, write_summary
 from lmtune.tune.trial import TrialRecord, read_record, run_trial
 
 STUDY_FILE = "study.yaml"
@@ -94,8 +94,6 @@ class Study:
 
 
 def run_study(cfg: StudyConfig, worker_only: bool = False) -> StudyResult:
-    from lmtune.tune.summary import write_summary
-
     study = Study(cfg)
     study.folder.mkdir(parents=True, exist_ok=True)
     _write_study_file(study)
@@ -202,8 +200,6 @@ def records_from_folders(study: Study) -> list[TrialRecord]:
 
 def summarize_study(cfg: StudyConfig) -> StudyResult:
     """The summary and report from what has run so far (e.g. after distributed workers finish)."""
-    from lmtune.tune.summary import write_summary
-
     study = Study(cfg, prepare=False)
     if not (study.folder / STUDY_FILE).is_file():
         raise LmtuneError(f"{study.folder} holds no study yet; run `lmtune tune` first")
