@@ -85,8 +85,10 @@ def _train(args) -> None:
 
     path, overrides = _split_items(args.items)
     result = train(load_config(path, overrides))
-    _print_metrics(result.metrics)
-    print(f"run directory: {result.run_dir}")
+    if result.metrics:
+        _print_metrics(result.metrics)
+        print(f"run directory: {result.run_dir}")
+    # other ranks of a torchrun/accelerate launch have nothing to print: the main process evaluates and writes
 
 
 def _config(args) -> None:

@@ -16,6 +16,7 @@ baselines:
   - {name: prompting, shots: 4}
   - {name: scratch}
 output: {dir: runs/compare}
+launch: {processes: 4}     # optional: each strategy entry as `torchrun --nproc_per_node 4 -m lmtune train ...`
 ```
 """
 
@@ -29,7 +30,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 
 from lmtune.config.paths import LocalPath
-from lmtune.config.schema import StrictModel
+from lmtune.config.schema import LaunchConfig, StrictModel
 
 
 class StrategyEntry(StrictModel):
@@ -61,6 +62,9 @@ class CompareConfig(StrictModel):
     baseline appears twice (e.g. prompting with 0 and 4 shots)."""
     output: CompareOutput = Field(default_factory=CompareOutput)
     """Where results go."""
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
+    """How each strategy entry trains: in this process (the default) or as several processes through torchrun
+    or accelerate launch (baselines always run here)."""
 
     @field_validator("baselines")
     @classmethod

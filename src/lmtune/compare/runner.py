@@ -98,7 +98,15 @@ def _run(cfg: CompareConfig, entry: Entry, out: Path) -> None:
         from lmtune.train import train
 
         resume = ["train.resume=true"] if out.is_dir() and any(out.iterdir()) else []  # a killed entry continues
-        train(resolve_config(dict(cfg.base), [*entry.overrides, *placement, *resume]))
+        run_cfg = resolve_config(dict(cfg.base), [*entry.overrides, *placement, *resume])
+        if cfg.launch.processes == 1:
+            train(run_cfg)
+            return
+        from lmtune.train.launch import train_launched
+
+        config = out.parent / f"{out.name}.config.yaml"  # beside the run: its folder belongs to the launched run
+        write_yaml(config, run_cfg.model_dump(mode="json"))
+        train_launched(cfg.launch, config, out, out.parent / f"{out.name}.log")
         return
     from lmtune.baselines import BASELINES
 

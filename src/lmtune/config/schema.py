@@ -123,6 +123,26 @@ class MethodConfig(StrictModel):
     """The fine-tuning strategy; `lmtune methods` lists them all."""
 
 
+class FsdpConfig(StrictModel):
+    """Fully sharded data parallel (FSDP2, PyTorch's `fully_shard`) through Trainer and accelerate, for a base that
+    does not fit one device: each process that `torchrun`/`accelerate launch` starts holds a shard of the weights,
+    gradients and optimizer state. Becomes TrainingArguments' `fsdp=True` and `fsdp_config`; in a single process
+    it has no effect."""
+
+    sharding: Literal["full_shard", "shard_grad_op"] = "full_shard"
+    """`full_shard`: weights, gradients and optimizer state are sharded, a layer's weights gathered for its forward
+    and backward and freed after (ZeRO-3, least memory); `shard_grad_op`: weights stay gathered between forward
+    and backward (ZeRO-2, fewer all-gathers, more memory). Trainer's `reshard_after_forward` true / false."""
+    wrap_layers: list[str] | None = None
+    """Module class names that each become one FSDP unit (e.g. [LlamaDecoderLayer]), so only one layer's full
+    weights exist at a time; none takes the base model's own list (transformers' `_no_split_modules`)."""
+    cpu_offload: bool = False
+    """Keep sharded parameters and gradients in CPU memory between uses (fits bigger models, runs slower)."""
+    options: dict[str, Any] = {}
+    """Any other key of Trainer's `fsdp_config`, passed through as given (e.g. `cpu_ram_efficient_loading: true`,
+    `activation_checkpointing: true`, `state_dict_type: SHARDED_STATE_DICT`); the fields above win."""
+
+
 class TrainConfig(StrictModel):
     epochs: float = Field(3.0, gt=0)
     """Passes over the training data."""
@@ -167,8 +187,26 @@ class TrainConfig(StrictModel):
     """CPU threads for torch; none uses all cores."""
     bf16: bool = False
     """Train in bfloat16 mixed precision (GPUs and recent CPUs)."""
+    fsdp: FsdpConfig | None = None
+    """Shard the model over the processes of a `torchrun`/`accelerate launch` run (FSDP); none: each process holds
+    a full copy (DDP). `train.fsdp={}` takes every default (full sharding, layer by layer)."""
     progress: bool = True
     """Show a progress bar with rate and ETA."""
+
+
+class LaunchConfig(StrictModel):
+    """How `lmtune compare` and `lmtune tune` start each training run: in their own process, or as several
+    processes through the launchers users already run (never one of lmtune's own)."""
+
+    processes: int = Field(1, gt=0)
+    """Processes per run (one node: usually its GPU count). 1 trains in this process; N > 1 runs each entry or
+    trial as `torchrun --standalone --nproc_per_node N -m lmtune train <its config>` in a subprocess and reads
+    its metrics.json; its output goes to a log file beside the run."""
+    launcher: Literal["torchrun", "accelerate"] = "torchrun"
+    """`torchrun`, or `accelerate launch --num_processes N` (with `--multi_gpu` unless `args` give an accelerate
+    config file or another mode)."""
+    args: list[str] = []
+    """Extra launcher arguments, placed before `-m lmtune`: e.g. [--config_file, fsdp.yaml] for accelerate."""
 
 
 class EvalConfig(StrictModel):

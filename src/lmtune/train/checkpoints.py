@@ -16,6 +16,8 @@ import re
 import shutil
 from pathlib import Path
 
+from lmtune.train import ranks
+
 TRAINER_STATE = "trainer_state.json"
 REQUIRED = (TRAINER_STATE, "model.safetensors", "optimizer.pt", "scheduler.pt")
 RNG_STATE = "rng_state*.pth"  # rng_state.pth, or rng_state_<rank>.pth per process under torchrun
@@ -25,8 +27,7 @@ NAME = re.compile(r"^checkpoint-(\d+)$")
 def incomplete_reason(checkpoint: Path) -> str | None:
     """Why `checkpoint` cannot be resumed from, or None when it can."""
     missing = [name for name in REQUIRED if not (checkpoint / name).is_file()]
-    if not any(checkpoint.glob(RNG_STATE)):
-        missing.append("rng_state.pth")
+    missing += _missing_rng_states(checkpoint)
     if missing:
         return "no " + ", ".join(missing)
     try:
@@ -34,6 +35,14 @@ def incomplete_reason(checkpoint: Path) -> str | None:
     except (OSError, ValueError):
         return f"{TRAINER_STATE} is cut short"
     return None
+
+
+def _missing_rng_states(checkpoint: Path) -> list[str]:
+    """Every rank writes its own RNG state (rng_state_<rank>.pth) under torchrun; a single process rng_state.pth."""
+    size = ranks.world_size()
+    if size == 1:
+        return [] if any(checkpoint.glob(RNG_STATE)) else ["rng_state.pth"]
+    return [name for name in (f"rng_state_{r}.pth" for r in range(size)) if not (checkpoint / name).is_file()]
 
 
 def newest_complete(folder: Path) -> Path | None:

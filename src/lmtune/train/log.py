@@ -22,4 +22,6 @@ class JsonlLog(TrainerCallback):
         self.path = path
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:  # Trainer logs on every rank, the same numbers (averaged over ranks)
+            return
         append_log(self.path, {"step": state.global_step, "epoch": state.epoch, **(logs or {})})

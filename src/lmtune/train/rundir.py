@@ -13,6 +13,7 @@ import lmtune
 from lmtune.errors import LmtuneError
 from lmtune.io import check_made_folder, check_writable_location, make_writable_dir, remove_made_folder, sha256_files
 from lmtune.runconfig import RunConfig, resolve_config
+from lmtune.train import ranks
 
 CONFIG_FILE = "config.yaml"
 PROVENANCE_FILE = "provenance.json"
@@ -119,7 +120,8 @@ def data_hash(cfg: RunConfig) -> str | None:
 
 
 def provenance(cfg: RunConfig, backbone) -> dict[str, Any]:
-    return provenance_record(base_model_record(backbone), data_hash(cfg), cfg.train.seed, cfg.method.name)
+    record = provenance_record(base_model_record(backbone), data_hash(cfg), cfg.train.seed, cfg.method.name)
+    return {**record, "processes": ranks.world_size()}  # torchrun/accelerate launch: the data-parallel ranks
 
 
 def base_model_record(backbone) -> dict[str, Any]:

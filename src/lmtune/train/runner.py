@@ -23,8 +23,9 @@ from lmtune.models.loading import load_backbone
 from lmtune.results import TrainingMetrics, write_metrics
 from lmtune.runconfig import RunConfig, resolve
 from lmtune.tasks import TASKS
-from lmtune.train import rundir
+from lmtune.train import ranks, rundir
 from lmtune.train.checkpoints import newest_complete
+from lmtune.train.fsdp import check_sharded, fsdp_arguments, gather_trainable
 from lmtune.train.log import JsonlLog
 from lmtune.train.memory import PeakMemory
 from lmtune.train.trainer import LmtuneTrainer
@@ -70,7 +71,7 @@ def _build_model(task, strategy, backbone, init_source: Path | None):
     return model
 
 
-def _training_arguments(cfg: RunConfig, run_dir: Path, loss_only: bool) -> TrainingArguments:
+def _training_arguments(cfg: RunConfig, run_dir: Path, loss_only: bool, model) -> TrainingArguments:
     t = cfg.train
     evaluate = t.eval_every != "no"
     return TrainingArguments(
@@ -100,34 +101,41 @@ def _training_arguments(cfg: RunConfig, run_dir: Path, loss_only: bool) -> Train
         dataloader_num_workers=0,
         label_names=["labels"],
         prediction_loss_only=loss_only,
+        **ranks.trainer_settings(),
+        **fsdp_arguments(t.fsdp, model),
     )
 
 
 def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> RunResult:
+    """One run. Under torchrun/accelerate launch every process calls this; only the main one checks, writes and
+    deletes the run directory and computes the final metrics (`lmtune.train.ranks`); the others return an empty
+    `metrics` once training is over."""
     cfg = resolve(cfg)  # every default filled once, before the resume check: it compares resolved configs
     task = TASKS.build(cfg.task.name, cfg)
-    run_dir = rundir.check_run_dir(cfg)
+    run_dir = ranks.on_main(lambda: rundir.check_run_dir(cfg), "checking the run directory")
     configure_threads(cfg.train.num_threads)
     set_seed(cfg.train.seed)
     strategy = STRATEGIES.build(cfg.method.name, cfg.method)
-    splits = task.load_data()  # bad data fails here, before the model loads
-    init_source = _init_source(cfg)
-    backbone = load_backbone(cfg.model, task.backbone_class, cfg.train.seed)
-    model = _build_model(task, strategy, backbone, init_source)
-    rundir.claim_run_dir(cfg, run_dir)  # only now may output.overwrite remove the old run
-    # Provenance first: it is what marks the folder as lmtune's, so a kill before config.yaml lands still leaves a
-    # folder that output.overwrite may replace.
-    write_json(run_dir / rundir.PROVENANCE_FILE, rundir.provenance(cfg, backbone))
-    write_yaml(run_dir / rundir.CONFIG_FILE, cfg.model_dump(mode="json"))
+    splits, backbone, model = ranks.main_first(lambda: _load(cfg, task, strategy), "loading the data and the model")
+    ranks.on_main(lambda: _claim(cfg, run_dir, backbone), "writing the run directory")
     counts = model.parameter_counts()
-    print(yaml.safe_dump({"resolved config": cfg.model_dump(mode="json")}, sort_keys=False))
-    print(f"{strategy.name}: {strategy.describe()}; trainable {counts['trainable_params']:,} of {counts['total_params']:,} parameters")
+    if ranks.is_main():
+        print(yaml.safe_dump({"resolved config": cfg.model_dump(mode="json")}, sort_keys=False))
+        print(f"{strategy.name}: {strategy.describe()}; trainable {counts['trainable_params']:,} of "
+              f"{counts['total_params']:,} parameters")
 
     trainer = _trainer(cfg, run_dir, task, model, splits, callbacks)
+    check_sharded(cfg.train.fsdp, trainer)
+    checkpoint = ranks.on_main(lambda: _resume_checkpoint(cfg, run_dir), "looking for a checkpoint to resume from")
     started = time.perf_counter()
     with PeakMemory() as peak:
-        trainer.train(resume_from_checkpoint=_resume_checkpoint(cfg, run_dir))
+        trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started
+    sharded = gather_trainable(trainer)  # FSDP: every rank takes part
+    if not ranks.is_main():  # DDP: every rank holds the same trained weights; the main one saves and evaluates
+        return RunResult(run_dir, {}, cfg, model)
+    if sharded is not None:
+        model = _unsharded_copy(cfg, task, strategy, sharded)
 
     files = strategy.save(model, run_dir) + task.save_head(model, run_dir)
     metrics = write_metrics(run_dir, TrainingMetrics(  # written last: its presence marks a finished run
@@ -148,13 +156,38 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
     return RunResult(run_dir, metrics, cfg, model)
 
 
+def _load(cfg: RunConfig, task, strategy):
+    splits = task.load_data()  # bad data fails here, before the model loads
+    init_source = _init_source(cfg)
+    backbone = load_backbone(cfg.model, task.backbone_class, cfg.train.seed)
+    return splits, backbone, _build_model(task, strategy, backbone, init_source)
+
+
+def _unsharded_copy(cfg: RunConfig, task, strategy, trained: dict):
+    """FSDP: the main process saves and evaluates a whole copy of the model (the base reloaded, the trained
+    weights gathered from every shard), since a sharded model computes only with every rank taking part."""
+    _, _, model = _load(cfg, task, strategy)
+    unexpected = model.load_state_dict(trained, strict=False).unexpected_keys
+    if unexpected:
+        raise LmtuneError(f"train.fsdp: the gathered weights do not fit the model: {unexpected[:5]}")
+    return model
+
+
+def _claim(cfg: RunConfig, run_dir: Path, backbone) -> None:
+    rundir.claim_run_dir(cfg, run_dir)  # only now may output.overwrite remove the old run
+    # Provenance first: it is what marks the folder as lmtune's, so a kill before config.yaml lands still leaves a
+    # folder that output.overwrite may replace.
+    write_json(run_dir / rundir.PROVENANCE_FILE, rundir.provenance(cfg, backbone))
+    write_yaml(run_dir / rundir.CONFIG_FILE, cfg.model_dump(mode="json"))
+
+
 def _trainer(cfg: RunConfig, run_dir: Path, task, model, splits, callbacks) -> LmtuneTrainer:
     tokenizer = model.tokenizer
     early_stopping = [EarlyStoppingCallback(cfg.train.early_stopping_patience)] if cfg.train.early_stopping_patience else []
     metric_fn = task.trainer_metrics()
     return LmtuneTrainer(
         model=model,
-        args=_training_arguments(cfg, run_dir, loss_only=metric_fn is None),
+        args=_training_arguments(cfg, run_dir, loss_only=metric_fn is None, model=model),
         train_dataset=task.encode(splits.train, tokenizer),
         eval_dataset=task.encode(splits.validation, tokenizer),
         data_collator=task.collator(tokenizer),

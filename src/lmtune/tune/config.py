@@ -15,6 +15,7 @@ algorithm: tpe                          # tpe | random | grid | de | pbt
 cv: {folds: 3}                          # optional: each trial scores the mean over 3 stratified folds
 workers: 2
 output: {dir: runs/study}
+launch: {processes: 2}                  # optional: every run as `torchrun --nproc_per_node 2 -m lmtune train`
 ```
 """
 
@@ -25,7 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from lmtune.config.paths import LocalPath
-from lmtune.config.schema import StrictModel
+from lmtune.config.schema import LaunchConfig, StrictModel
 
 
 class Objective(StrictModel):
@@ -145,6 +146,9 @@ class StudyConfig(StrictModel):
     """Options of population-based training."""
     output: StudyOutput = Field(default_factory=StudyOutput)
     """Where the study folder is."""
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
+    """How each trial's run trains: in the worker's process (the default) or as several processes through
+    torchrun or accelerate launch (`processes: N`), output in the trial's train.log."""
     base_dir: str | None = None
     """The folder every relative path of the study and of its trials resolves against; none: the directory
     `lmtune tune` was run from (filled in when the study is loaded, so no worker's working directory matters)."""

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from lmtune.config.schema import LaunchConfig
 from lmtune.errors import LmtuneError, hint
 from lmtune.io import write_json, write_yaml
 from lmtune.runconfig import RunConfig, resolve_config
@@ -122,7 +123,7 @@ def run_trial(study: Study, trial_dir: Path, params: dict[str, Any], number: int
         record.extra["runs"] = [str(out / RUN_NAME) for out, _ in jobs]
         scores = []
         for out, cfg in jobs:
-            metrics = train_or_reuse(cfg, out, trial_dir / "train.log")
+            metrics = train_or_reuse(cfg, out, trial_dir / "train.log", study.cfg.launch)
             scores.append(score_of(metrics, study, out / RUN_NAME))
     except ObjectiveError:
         raise
@@ -137,14 +138,20 @@ def run_trial(study: Study, trial_dir: Path, params: dict[str, Any], number: int
     return record
 
 
-def train_or_reuse(cfg: RunConfig, out: Path, log: Path) -> dict[str, Any]:
-    """A finished run is read, not re-run; a killed one continues (train.resume)."""
+def train_or_reuse(cfg: RunConfig, out: Path, log: Path, launch: LaunchConfig | None = None) -> dict[str, Any]:
+    """A finished run is read, not re-run; a killed one continues (train.resume). With `launch.processes` > 1 the
+    run is `torchrun`/`accelerate launch` of the trial's config.yaml (written by `write_trial_config`)."""
     from lmtune.train import rundir
 
     run_dir = out / RUN_NAME
     if rundir.is_finished(run_dir):
         return json.loads((run_dir / rundir.METRICS_FILE).read_text())
-    if run_dir.is_dir() and any(run_dir.iterdir()):
+    resume = run_dir.is_dir() and any(run_dir.iterdir())
+    if launch is not None and launch.processes > 1:
+        from lmtune.train.launch import train_launched
+
+        return train_launched(launch, out / "config.yaml", run_dir, log, ["train.resume=true"] if resume else [])
+    if resume:
         cfg = cfg.updated({"train.resume": True})
     from lmtune.train import train
 
