@@ -187,3 +187,36 @@ def test_fsdp_settings_reach_trainer(tiny_models, toy_data, tmp_path):
     with pytest.raises(LmtuneError, match="FSDP runs on GPU processes only"):
         check_sharded(FsdpConfig(), CpuTrainer())
     check_sharded(None, CpuTrainer())
+
+
+def test_tune_launches_each_trial_config_and_reads_its_metrics(tmp_path, tiny_models, toy_data, monkeypatch):
+    """The study side of `launch.processes`: each trial's own config.yaml is what torchrun gets, the command goes
+    to the trial's train.log and the run's metrics.json is the score. The launched command runs here, in this
+    process (torchrun itself is exercised above), so the test costs no start-up."""
+    pytest.importorskip("optuna")
+    from lmtune.cli import main
+    from lmtune.train import launch
+    from lmtune.tune.study import run_study, validate_study
+
+    launched, real_run = [], subprocess.run
+
+    def run_here(command, **kwargs):
+        if "lmtune" not in command:  # subprocess is one module: anything else that runs a command is left alone
+            return real_run(command, **kwargs)
+        launched.append(command)
+        return subprocess.CompletedProcess(command, main(command[command.index("lmtune") + 1:]))
+
+    monkeypatch.setattr(launch.subprocess, "run", run_here)
+    base = tiny_raw_config(tiny_models["bert"], toy_data, tmp_path / "unused", {"name": "lora", "rank": 2},
+                           max_steps=2, eval_every="no")
+    result = run_study(validate_study({
+        "base": base, "space": {"train.learning_rate": [1.0e-3]}, "objective": {"metric": "loss", "direction": "minimize"},
+        "budget": {"trials": 1}, "algorithm": "grid", "launch": {"processes": 2}, "output": {"dir": str(tmp_path / "study")}}))
+    [record] = result.records
+    trial = result.folder / record.dir
+    assert record.state == "complete", record.error
+    [command] = launched
+    assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    assert command[-2:] == ["train", str(trial / "config.yaml")]
+    assert record.score == pytest.approx(json.loads((trial / "run" / "metrics.json").read_text())["loss"])
+    assert "$ " + " ".join(command) in (trial / "train.log").read_text()

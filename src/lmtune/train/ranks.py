@@ -40,15 +40,25 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def _state():
-    """accelerate's process state; creating it initialises the process group once (nccl on CUDA, gloo on CPU),
-    and Trainer uses it (`trainer_settings`). `cpu` must be said: accelerate takes a torchrun process on a machine
+def start(sharded: bool = False) -> None:
+    """Make the process group of a run launched as several processes (nothing for a single process). `sharded`
+    (train.fsdp): on CUDA, gloo beside nccl, as `accelerate launch --use_fsdp` would set up, for the collectives
+    on CPU tensors that offloaded or gathered FSDP state needs."""
+    if distributed():
+        import torch
+
+        _state("cuda:nccl,cpu:gloo" if sharded and torch.cuda.is_available() else None)
+
+
+def _state(backend: str | None = None):
+    """accelerate's process state; the first call initialises the process group (nccl on CUDA, gloo on CPU), and
+    Trainer uses it (`trainer_settings`). `cpu` must be said: accelerate takes a torchrun process on a machine
     without CUDA for a single process unless told it runs on the CPU, and each rank would then train alone on all
     the data."""
     import torch
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available(), timeout=TIMEOUT)
+    return PartialState(cpu=not torch.cuda.is_available(), backend=backend, timeout=TIMEOUT)
 
 
 def trainer_settings() -> dict:

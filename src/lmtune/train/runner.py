@@ -112,6 +112,7 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
     `metrics` once training is over."""
     cfg = resolve(cfg)  # every default filled once, before the resume check: it compares resolved configs
     task = TASKS.build(cfg.task.name, cfg)
+    ranks.start(sharded=cfg.train.fsdp is not None)
     run_dir = ranks.on_main(lambda: rundir.check_run_dir(cfg), "checking the run directory")
     configure_threads(cfg.train.num_threads)
     set_seed(cfg.train.seed)
