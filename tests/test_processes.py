@@ -220,3 +220,28 @@ def test_tune_launches_each_trial_config_and_reads_its_metrics(tmp_path, tiny_mo
     assert command[-2:] == ["train", str(trial / "config.yaml")]
     assert record.score == pytest.approx(json.loads((trial / "run" / "metrics.json").read_text())["loss"])
     assert "$ " + " ".join(command) in (trial / "train.log").read_text()
+
+
+def test_fsdp_gathered_weights_rebuild_the_trained_model(tiny_models, toy_data, tmp_path):
+    """The main process's side of FSDP after training, without the sharding (accelerate shards only on GPUs):
+    the gathered trainable tensors, loaded into a freshly loaded copy, give the trained model's outputs."""
+    from lmtune.methods import STRATEGIES
+    from lmtune.tasks import TASKS
+    from lmtune.train.fsdp import gather_trainable
+    from lmtune.train.runner import _load, _unsharded_copy
+
+    cfg = resolve(resolve_config(tiny_raw_config(tiny_models["llama"], toy_data, tmp_path, {"name": "lora", "rank": 2})))
+    task, strategy = TASKS.build("classification", cfg), STRATEGIES.build("lora", cfg.method)
+    splits, _, trained = _load(cfg, task, strategy)
+    with torch.no_grad():
+        for parameter in trained.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter))  # as if training had moved every trainable weight
+    sharded = type("T", (), {"is_fsdp_enabled": True, "model": trained})()
+    copy = _unsharded_copy(cfg, task, strategy, gather_trainable(sharded))
+    batch = task.collator(trained.tokenizer)([task.encode(splits.validation, trained.tokenizer)[i] for i in range(4)])
+    trained.eval()
+    copy.eval()
+    with torch.no_grad():
+        assert torch.equal(trained(**batch).logits, copy(**batch).logits)
+    assert gather_trainable(type("T", (), {"is_fsdp_enabled": False})()) is None
