@@ -55,15 +55,21 @@ def setup(folder: Path, steps: int) -> Path:
     return path
 
 
-def launch(command: list[str], log: Path) -> tuple[int, float]:
+def launch(command: list[str], log: Path, watch: str | None = None) -> tuple[int, float, float | None]:
+    """Exit status, wall seconds, and (with `watch`) seconds from the first line holding it to the exit."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
-    started = time.perf_counter()
+    started, seen = time.perf_counter(), None
     with log.open("w") as handle:
-        code = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT).returncode
-    return code, round(time.perf_counter() - started, 1)
+        process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        while process.poll() is None:
+            if watch and seen is None and watch in log.read_text():
+                seen = time.perf_counter()
+            time.sleep(0.05)
+    ended = time.perf_counter()
+    return process.returncode, round(ended - started, 1), round(ended - seen, 2) if seen else None
 
 
-def result(folder: Path, name: str, code: int, seconds: float) -> dict:
+def result(folder: Path, name: str, code: int, seconds: float, _: float | None = None) -> dict:
     run = folder / "runs" / name
     if code != 0:
         return {"exit": code, "seconds": seconds}
@@ -98,11 +104,12 @@ def main() -> None:
         for label, (command, name) in runs.items():
             report[label] = result(folder, name, *launch(command, folder / f"{name}.log"))
         # the finished torchrun run again, without output.overwrite: the main process refuses it
-        code, seconds = launch([*torchrun, "-m", "lmtune", "train", config, "train.batch_size=8",
-                                "output.name=torchrun"], folder / "refused.log")
+        code, seconds, after = launch([*torchrun, "-m", "lmtune", "train", config, "train.batch_size=8",
+                                       "output.name=torchrun"], folder / "refused.log", watch="holds a finished run")
         text = (folder / "refused.log").read_text()
         report["refused (torchrun 2, finished run)"] = {
-            "exit": code, "seconds": seconds, "ranks_that_said_so": text.count("holds a finished run")}
+            "exit": code, "seconds": seconds, "seconds_from_the_refusal_to_the_exit": after,
+            "ranks_that_said_so": text.count("holds a finished run")}
     print(json.dumps({"steps": args.steps, "threads_per_process": 1, **report}, indent=2))
 
 
