@@ -245,3 +245,18 @@ def test_fsdp_gathered_weights_rebuild_the_trained_model(tiny_models, toy_data, 
     with torch.no_grad():
         assert torch.equal(trained(**batch).logits, copy(**batch).logits)
     assert gather_trainable(type("T", (), {"is_fsdp_enabled": False})()) is None
+
+
+def test_fsdp_checkpoints_count_as_complete_by_accelerates_own_files(tmp_path):
+    """Under FSDP the optimizer and model state for resume are accelerate's files, not optimizer.pt: a complete
+    FSDP checkpoint must not be taken for a cut-short one (resume would delete it), nor one without its model state
+    for a complete one."""
+    folder = tmp_path / "checkpoint-4"
+    folder.mkdir()
+    for name in ("trainer_state.json", "model.safetensors", "scheduler.pt", "rng_state.pth", "optimizer.bin"):
+        (folder / name).write_text("{}")
+    assert incomplete_reason(folder) == "no pytorch_model_fsdp.bin"
+    (folder / "pytorch_model_fsdp_0").mkdir()  # SHARDED_STATE_DICT: a folder of shards
+    assert incomplete_reason(folder) is None
+    (folder / "optimizer.bin").unlink()
+    assert incomplete_reason(folder) == "no optimizer.pt"

@@ -19,7 +19,11 @@ from pathlib import Path
 from lmtune.train import ranks
 
 TRAINER_STATE = "trainer_state.json"
-REQUIRED = (TRAINER_STATE, "model.safetensors", "optimizer.pt", "scheduler.pt")
+REQUIRED = (TRAINER_STATE, "model.safetensors", "scheduler.pt")
+# The optimizer: optimizer.pt, or under FSDP accelerate's own files (optimizer.bin or a sharded optimizer_0/) beside
+# its model state (pytorch_model_fsdp.bin or pytorch_model_fsdp_0/), which resume loads instead of model.safetensors.
+FSDP_MODEL = "pytorch_model_fsdp*"
+FSDP_OPTIMIZER = ("optimizer.bin", "optimizer_0")
 RNG_STATE = "rng_state*.pth"  # rng_state.pth, or rng_state_<rank>.pth per process under torchrun
 NAME = re.compile(r"^checkpoint-(\d+)$")
 
@@ -27,7 +31,7 @@ NAME = re.compile(r"^checkpoint-(\d+)$")
 def incomplete_reason(checkpoint: Path) -> str | None:
     """Why `checkpoint` cannot be resumed from, or None when it can."""
     missing = [name for name in REQUIRED if not (checkpoint / name).is_file()]
-    missing += _missing_rng_states(checkpoint)
+    missing += _missing_optimizer(checkpoint) + _missing_rng_states(checkpoint)
     if missing:
         return "no " + ", ".join(missing)
     try:
@@ -35,6 +39,14 @@ def incomplete_reason(checkpoint: Path) -> str | None:
     except (OSError, ValueError):
         return f"{TRAINER_STATE} is cut short"
     return None
+
+
+def _missing_optimizer(checkpoint: Path) -> list[str]:
+    if (checkpoint / "optimizer.pt").is_file():
+        return []
+    if any((checkpoint / name).exists() for name in FSDP_OPTIMIZER):  # FSDP: its model state must be there too
+        return [] if any(checkpoint.glob(FSDP_MODEL)) else [FSDP_MODEL.replace("*", ".bin")]
+    return ["optimizer.pt"]
 
 
 def _missing_rng_states(checkpoint: Path) -> list[str]:

@@ -62,10 +62,20 @@ class LmtuneTrainer(Trainer):
         return TrainOutput(state.global_step, 0.0, {})
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        # Under FSDP, Trainer calls this on every rank with the state dict it gathered (whole on the main process);
+        # the model's own tensors are then shards.
+        if not self.args.should_save:
+            return
         output_dir = output_dir or self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
-        state = self.accelerator.unwrap_model(self.model).trainable_state_dict()
-        save_file({k: v.cpu() for k, v in state.items()}, os.path.join(output_dir, SAFE_WEIGHTS_NAME), metadata={"format": "pt"})
+        model = self.accelerator.unwrap_model(self.model)
+        if state_dict is None:
+            state = model.trainable_state_dict()
+        else:
+            trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+            state = {k: v for k, v in state_dict.items() if k in trainable}
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
+                  os.path.join(output_dir, SAFE_WEIGHTS_NAME), metadata={"format": "pt"})
 
     def _issue_warnings_after_load(self, load_result) -> None:
         # Frozen weights are missing from checkpoints by design; only weights with no home are a problem.
