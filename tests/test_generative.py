@@ -13,6 +13,7 @@ import torch
 
 from conftest import SHARED_DATA, write_jsonl
 from lmtune.data.templates import ALPACA, ALPACA_WITH_INPUT, Example, build_template, record_format, to_example
+from lmtune.device import to_model_device
 from lmtune.errors import LmtuneError
 from lmtune.results import read_metrics
 from lmtune.runconfig import build_task, resolve_config
@@ -267,8 +268,8 @@ def test_beam_search_and_stop_strings(gen_models, gen_data, tmp_path):
     for row, beam in zip(rows, beams):
         template = task.template(result.model.tokenizer)
         prompt = template.prompt(task.examples(datasets.Dataset.from_list([row]))[0])
-        ids = result.model.tokenizer([prompt], return_tensors="pt", return_token_type_ids=False,
-                                     add_special_tokens=template.add_special_tokens)["input_ids"]
+        ids = to_model_device(result.model.tokenizer([prompt], return_tensors="pt", return_token_type_ids=False,
+                                     add_special_tokens=template.add_special_tokens)["input_ids"], result.model)
         with torch.no_grad():
             out = result.model.backbone.body.generate(
                 input_ids=ids, attention_mask=torch.ones_like(ids), num_beams=3, do_sample=False,
@@ -385,8 +386,8 @@ def slow_greedy(model, prompt: str, steps: int, add_special_tokens: bool = True)
     computation training does."""
     import torch
 
-    ids = model.tokenizer([prompt], return_tensors="pt", return_token_type_ids=False,
-                          add_special_tokens=add_special_tokens)["input_ids"]
+    ids = to_model_device(model.tokenizer([prompt], return_tensors="pt", return_token_type_ids=False,
+                          add_special_tokens=add_special_tokens)["input_ids"], model)
     start = ids.shape[1]
     with torch.no_grad():
         for _ in range(steps):
@@ -400,7 +401,8 @@ def test_prefix_tuning_forward_equals_a_hand_written_prefix_attention(gen_models
     ground the prefix-tuning generation reference stands on."""
     result = train(gen_config(gen_models["llama"], gen_data, tmp_path, GENERATIVE_VARIANTS["prefix_tuning"]))
     model = result.model.eval()
-    ids = model.tokenizer(["copy red green 4 the answer is"], return_tensors="pt", return_token_type_ids=False)["input_ids"]
+    ids = to_model_device(model.tokenizer(["copy red green 4 the answer is"], return_tensors="pt",
+                                          return_token_type_ids=False)["input_ids"], model)
     with torch.no_grad():
         trained = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
         without_prefix = model.body.get_base_model()(input_ids=ids).logits

@@ -11,6 +11,7 @@ import torch
 
 from conftest import write_jsonl
 from lmtune.data.choices import choice_items
+from lmtune.device import to_model_device
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.choices import score_rows
 from lmtune.runconfig import build_task, resolve_config
@@ -124,7 +125,7 @@ def token_by_token(body, ids: list[int], target_mask: list[int]) -> float:
     total = 0.0
     for position, scored in enumerate(target_mask):
         if scored:
-            logits = body(input_ids=torch.tensor([ids[:position]])).logits[0, -1]
+            logits = body(input_ids=to_model_device(torch.tensor([ids[:position]]), body)).logits[0, -1]
             total += float(torch.log_softmax(logits.float(), dim=-1)[ids[position]])
     return total
 

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from conftest import write_jsonl
 from lmtune.config.schema import GenerationConfig
+from lmtune.device import place, to_model_device
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.generation import generate_texts
 from lmtune.serve.engine import Engine, EngineConfig, Overloaded, SamplingParams
@@ -85,7 +86,7 @@ def test_served_logits_equal_the_trained_model(served, name):
     served_logits = engine.prefill_logits(ids, [name, None, name])
     for row in (0, 2):
         with torch.no_grad():
-            trained = loaded.model.body(input_ids=torch.tensor([ids[row]])).logits[0, -len(ids[row]):]
+            trained = loaded.model.body(input_ids=to_model_device(torch.tensor([ids[row]]), loaded.model)).logits[0, -len(ids[row]):]
         torch.testing.assert_close(served_logits[row], trained, rtol=1e-5, atol=1e-5)
 
 
@@ -139,14 +140,14 @@ def test_peft_made_adapters_give_peft_logits(served, kind):
         "prompt": PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3),
         "prefix": PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4),
     }
-    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(served["model"]), configs[kind]).eval()
+    peft_model = place(get_peft_model(AutoModelForCausalLM.from_pretrained(served["model"]), configs[kind]).eval())
     peft_model.save_pretrained(served["root"] / f"peft-{kind}")
     engine = served["engine"]
     engine.store.scan()
     ids = _ids(engine, PROMPTS[:2])
     got = engine.prefill_logits(ids, [f"peft-{kind}", "lora"])[0]
     with torch.no_grad():
-        expected = peft_model(input_ids=torch.tensor([ids[0]])).logits[0, -len(ids[0]):]
+        expected = peft_model(input_ids=to_model_device(torch.tensor([ids[0]]), peft_model)).logits[0, -len(ids[0]):]
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 

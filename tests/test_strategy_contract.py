@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from conftest import tiny_raw_config
+from lmtune.device import to_model_device
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.evaluator import evaluate_split
 from lmtune.forms import declared_peft_types, form_named, form_of_body
@@ -142,9 +143,9 @@ def _task_for_config(cfg):
 def test_save_then_load_gives_the_same_logits(trained, variant, arch):
     result, _ = trained(variant, arch)
     loaded = load_run(result.run_dir)
-    batch = loaded.task.collator(loaded.model.tokenizer)(
+    batch = to_model_device(loaded.task.collator(loaded.model.tokenizer)(
         [loaded.task.encode(_train_table(result.config), loaded.model.tokenizer)[i] for i in range(8)]
-    )
+    ), loaded.model)
     result.model.eval()
     with torch.no_grad():
         expected = result.model(**batch).logits

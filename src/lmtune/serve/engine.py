@@ -14,12 +14,14 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 import transformers
 from pydantic import Field
 
 from lmtune.config.schema import ModelConfig, StrictModel
+from lmtune.device import named_device, place
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.generation import end_ids_of
 from lmtune.models.loading import backbone_kind, load_backbone
@@ -71,7 +73,10 @@ class EngineConfig(StrictModel):
     memory_budget_mb: float = Field(1024, gt=0)
     """Loaded adapters at most this many MB; the least recently used are evicted (and reload on next use)."""
     device: str = "auto"
-    """Where the base model runs: auto (cuda when available), cpu, cuda, cuda:1, ..."""
+    """Where the base model runs: auto (the GPU when there is one), cpu, cuda, cuda:1, ..."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """The base's dtype: auto is bfloat16 on a GPU that supports it, float32 on the CPU. Adapters keep the dtype
+    they were saved in (float32 from any lmtune run) and compute in it; their outputs are cast to the base's."""
     max_classify_inputs: int = Field(256, gt=0)
     """Texts one classification request may send; they are classified max_batch_size at a time, between
     generation steps."""
@@ -115,9 +120,10 @@ class Engine(Scheduler):
             raise LmtuneError(f"{base} is an encoder-decoder model; the server holds decoder-only LMs and encoders")
         self.base_kind = backbone_kind(config)
         auto = "AutoModelForCausalLM" if self.base_kind == "decoder" else "AutoModel"
-        backbone = load_backbone(ModelConfig(name=base), auto)
-        device = self.cfg.device if self.cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = backbone.body.eval().requires_grad_(False).to(device)
+        device = named_device(self.cfg.device)
+        dtype = self.cfg.dtype if self.cfg.dtype != "auto" or device.type != "cpu" else "float32"
+        backbone = load_backbone(ModelConfig(name=base, dtype=dtype), auto)
+        self.model = place(backbone.body.eval().requires_grad_(False), device)
         self.body = self.model.base_model  # the transformer without the LM head: classification heads read it
         self.tokenizer = backbone.tokenizer
         self.base_path, self.weights_hash = backbone.path, backbone.weights_hash

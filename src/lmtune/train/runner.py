@@ -14,12 +14,14 @@ import torch
 import yaml
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments, set_seed
 
+from lmtune.device import trainer_precision
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.evaluator import scalar_metrics
 from lmtune.evaluate.predictions import take_predictions
 from lmtune.io import dir_bytes, write_json, write_yaml
 from lmtune.methods import STRATEGIES
 from lmtune.models.loading import load_backbone
+from lmtune.models.quantization import apply_strategy, prepare_for_training
 from lmtune.results import TrainingMetrics, write_metrics
 from lmtune.runconfig import RunConfig, resolve
 from lmtune.tasks import TASKS
@@ -61,9 +63,10 @@ def _init_source(cfg: RunConfig) -> Path | None:
 
 
 def _build_model(task, strategy, backbone, init_source: Path | None):
+    backbone.body = prepare_for_training(backbone.body)  # a quantised base: PEFT's k-bit preparation
     model = task.build_model(backbone)
     if init_source is None:
-        return strategy.apply(model)
+        return apply_strategy(strategy, model)
     rundir.check_same_base(init_source, json.loads((init_source / rundir.PROVENANCE_FILE).read_text()), backbone)
     strategy.load(model, init_source, trainable=True)
     task.load_head(model, init_source)
@@ -94,7 +97,7 @@ def _training_arguments(cfg: RunConfig, run_dir: Path, loss_only: bool) -> Train
         load_best_model_at_end=bool(t.early_stopping_patience) and evaluate,
         metric_for_best_model=cfg.eval.metric,
         greater_is_better=cfg.eval.metric != "loss",
-        bf16=t.bf16,
+        **trainer_precision(t.precision, cfg.model.dtype),
         report_to="none",
         disable_tqdm=not t.progress,
         dataloader_num_workers=0,
