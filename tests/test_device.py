@@ -47,6 +47,7 @@ def _raw(tmp_path, **model):
 
 
 def test_auto_resolves_to_what_this_machine_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(device, "cuda_available", lambda: False)
     cfg = resolve(resolve_config(_raw(tmp_path)))
     assert (cfg.model.dtype, cfg.train.precision) == ("float32", "fp32"), "a CPU: fp32, no autocast"
     assert resolve(cfg) == cfg, "resolving a resolved config changes nothing"
@@ -81,7 +82,8 @@ def test_a_run_saved_before_precision_existed_still_loads(tmp_path):
     assert (saved.model.dtype, saved.train.precision) == ("float32", "fp32")
 
 
-def test_fp16_autocast_needs_a_gpu():
+def test_fp16_autocast_needs_a_gpu(monkeypatch):
+    monkeypatch.setattr(device, "cuda_available", lambda: False)
     with pytest.raises(LmtuneError, match="needs a CUDA GPU"):
         device.trainer_precision("fp16")
     assert device.trainer_precision("bf16") == {"bf16": True, "fp16": False}
@@ -90,6 +92,7 @@ def test_fp16_autocast_needs_a_gpu():
 @pytest.mark.parametrize("quantization", ["4bit", "8bit"])
 def test_a_quantised_base_without_cuda_is_refused_before_anything_loads(tiny_models, toy_data, tmp_path, monkeypatch,
                                                                         quantization):
+    monkeypatch.setattr(device, "cuda_available", lambda: False)  # a CPU machine, wherever the suite runs
     monkeypatch.setattr(runner, "load_backbone", lambda *a, **k: pytest.fail("the model loaded before the refusal"))
     raw = tiny_raw_config(tiny_models["llama"], toy_data, tmp_path, {"name": "lora"}, max_steps=1)
     raw["model"]["quantization"] = quantization
@@ -153,14 +156,12 @@ def _logits(loaded) -> torch.Tensor:
 @pytest.mark.parametrize("variant", ["lora", "prompt_tuning-vocab", "prefix_tuning", "bottleneck-series-both",
                                      "peft-IA3", "freeze-head"])
 def test_the_server_reads_an_adapter_saved_from_a_bf16_run(bf16_runs, tiny_models, variant):
-    from lmtune.serve.engine import EngineConfig
-
     result = bf16_runs(variant)
     loaded = load_run(result.run_dir, ["model.dtype=float32"])
     expected = loaded.task.predict(loaded.model, [{"text": t} for t in SERVE_TEXTS])
     engine = _engine(str(tiny_models["llama"]), str(result.run_dir.parent))
     engine.store.scan()
-    assert engine.model.dtype == torch.float32 and EngineConfig().dtype == "auto"
+    assert engine.model.dtype == torch.float32
     for want, got in zip(expected, engine.classify(SERVE_TEXTS, result.run_dir.name)):
         assert got["label"] == want["label"]
         for label, probability in want["probabilities"].items():
@@ -169,6 +170,35 @@ def test_the_server_reads_an_adapter_saved_from_a_bf16_run(bf16_runs, tiny_model
 
 @functools.cache
 def _engine(base: str, root: str):
-    from lmtune.serve.engine import Engine
+    from lmtune.serve.engine import Engine, EngineConfig
 
-    return Engine(base, root)
+    return Engine(base, root, EngineConfig(dtype="float32"))
+
+
+def test_lmtune_serve_has_an_option_for_every_engine_setting():
+    import argparse
+
+    from lmtune.serve import cli
+    from lmtune.serve.config import EngineConfig
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--device", "cpu", "--dtype", "bfloat16", "--max-new-tokens-limit", "64"])
+    from lmtune.config.arguments import config_from_arguments
+
+    cfg = config_from_arguments(args, EngineConfig)
+    assert cfg == EngineConfig(device="cpu", dtype="bfloat16", max_new_tokens_limit=64)
+    assert config_from_arguments(parser.parse_args([]), EngineConfig) == EngineConfig(), "the defaults are the fields'"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--dtype", "float64"])
+    with pytest.raises(LmtuneError, match="--max-batch-size"):
+        config_from_arguments(parser.parse_args(["--max-batch-size", "0"]), EngineConfig)
+
+
+def test_an_unknown_or_missing_device_is_refused_with_the_fix():
+    with pytest.raises(LmtuneError, match="use auto, cpu, cuda"):
+        device.named_device("tpu9")
+    if not device.cuda_available():
+        with pytest.raises(LmtuneError, match="no CUDA GPU"):
+            device.named_device("cuda:0")
+    assert device.named_device("auto") == device.default_device()

@@ -185,11 +185,11 @@ def test_a_peft_method_without_a_reader_is_reported_not_servable():
 @pytest.fixture(scope="module")
 def engines(tiny_models, trained):
     """One serving engine per tiny architecture, its adapter root the folder every contract run is written to."""
-    from lmtune.serve.engine import Engine
+    from lmtune.serve.engine import Engine, EngineConfig
 
     @functools.cache
     def engine(arch: str, root: str):
-        return Engine(str(tiny_models[arch]), root)
+        return Engine(str(tiny_models[arch]), root, EngineConfig(dtype="float32"))  # fp32 on a GPU too
 
     return engine
 

@@ -14,13 +14,11 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
 
 import torch
 import transformers
-from pydantic import Field
 
-from lmtune.config.schema import ModelConfig, StrictModel
+from lmtune.config.schema import ModelConfig
 from lmtune.device import named_device, place
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.generation import end_ids_of
@@ -28,6 +26,7 @@ from lmtune.models.loading import backbone_kind, load_backbone
 from lmtune.serve.artifact import read_adapter
 from lmtune.serve.chat import chat_prompt
 from lmtune.serve.classify import forward_heads
+from lmtune.serve.config import EngineConfig
 from lmtune.serve.forms import ServedAdapter
 from lmtune.serve.inputs import build_inputs, gather_text
 from lmtune.serve.mixed import BatchPlan, DeltaHooks
@@ -59,27 +58,6 @@ class EngineObserver:
     def on_step(self, batch_size: int, new_tokens: int, prefill_rows: int) -> None: ...
 
     def on_queue(self, depth: int) -> None: ...
-
-
-class EngineConfig(StrictModel):
-    max_batch_size: int = Field(32, gt=0)
-    """Rows decoded together at most (generation), and rows per classification pass."""
-    max_queue: int = Field(256, gt=0)
-    """Requests waiting at most; more get `Overloaded` (HTTP 429)."""
-    max_prompt_tokens: int | None = Field(None, gt=0)
-    """Longest prompt accepted, in tokens; default: the model's context."""
-    max_new_tokens_limit: int = Field(2048, gt=0)
-    """The largest max_tokens a request may ask for."""
-    memory_budget_mb: float = Field(1024, gt=0)
-    """Loaded adapters at most this many MB; the least recently used are evicted (and reload on next use)."""
-    device: str = "auto"
-    """Where the base model runs: auto (the GPU when there is one), cpu, cuda, cuda:1, ..."""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """The base's dtype: auto is bfloat16 on a GPU that supports it, float32 on the CPU. Adapters keep the dtype
-    they were saved in (float32 from any lmtune run) and compute in it; their outputs are cast to the base's."""
-    max_classify_inputs: int = Field(256, gt=0)
-    """Texts one classification request may send; they are classified max_batch_size at a time, between
-    generation steps."""
 
 
 class Engine(Scheduler):
