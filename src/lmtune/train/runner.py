@@ -14,7 +14,7 @@ import torch
 import yaml
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments, set_seed
 
-from lmtune.device import trainer_precision
+from lmtune.device import place, trainer_precision
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.evaluator import scalar_metrics
 from lmtune.evaluate.predictions import take_predictions
@@ -116,7 +116,9 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
     splits = task.load_data()  # bad data fails here, before the model loads
     init_source = _init_source(cfg)
     backbone = load_backbone(cfg.model, task.backbone_class, cfg.train.seed)
-    model = _build_model(task, strategy, backbone, init_source)
+    # On the device Trainer uses (a no-op on a CPU); a quantised body stays where bitsandbytes put it and the head
+    # follows it, since Trainer moves the whole model unless the model itself says it is quantised.
+    model = place(_build_model(task, strategy, backbone, init_source))
     rundir.claim_run_dir(cfg, run_dir)  # only now may output.overwrite remove the old run
     # Provenance first: it is what marks the folder as lmtune's, so a kill before config.yaml lands still leaves a
     # folder that output.overwrite may replace.
