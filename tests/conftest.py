@@ -39,15 +39,13 @@ def _isolated_cache(tmp_path_factory):
     torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="session")
-def test_device() -> torch.device:
-    """The device the suite runs on (LMTUNE_TEST_DEVICE): where tests put the batches they feed a model."""
+@pytest.fixture(scope="session", autouse=True)
+def _test_device_present():
+    """LMTUNE_TEST_DEVICE=cuda on a machine without a usable GPU would quietly test the CPU: stop instead."""
     from lmtune.device import default_device
 
-    device = default_device()
-    if TEST_DEVICE != "cpu" and device.type != "cuda":
+    if TEST_DEVICE != "cpu" and default_device().type != "cuda":
         pytest.exit(f"LMTUNE_TEST_DEVICE={TEST_DEVICE}, but torch sees no CUDA GPU", returncode=2)
-    return device
 
 
 def toy_rows(count: int, seed: int = 0) -> list[dict]:

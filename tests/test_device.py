@@ -82,6 +82,15 @@ def test_a_run_saved_before_precision_existed_still_loads(tmp_path):
     assert (saved.model.dtype, saved.train.precision) == ("float32", "fp32")
 
 
+def test_fp16_autocast_refuses_float16_weights_to_train():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2).half(), torch.nn.Linear(2, 2))
+    device.check_master_weights(model, "bf16")
+    with pytest.raises(LmtuneError, match="model.dtype=bfloat16"):
+        device.check_master_weights(model, "fp16")
+    model[0].requires_grad_(False)  # a frozen float16 base under an fp32 adapter: what fp16 autocast is for
+    device.check_master_weights(model, "fp16")
+
+
 def test_fp16_autocast_needs_a_gpu(monkeypatch):
     monkeypatch.setattr(device, "cuda_available", lambda: False)
     with pytest.raises(LmtuneError, match="needs a CUDA GPU"):

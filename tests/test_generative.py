@@ -64,12 +64,12 @@ def gen_models(tmp_path_factory) -> dict[str, Path]:
 
 def gen_config(model: Path, data: dict, out: Path, method: dict, task: str = "instruction", **train_options):
     raw = {
-        "model": {"name": str(model), "max_length": 64},
+        "model": {"name": str(model), "max_length": 64, "dtype": "float32"},  # fp32 tolerances on a GPU too
         "task": {"name": task, "generation": {"max_new_tokens": 6, "batch_size": 8}},
         "data": {"train": str(data["train"]), "validation": str(data["validation"]), "test": str(data["test"])},
         "method": method,
         "train": {"batch_size": 16, "progress": False, "num_threads": 1, "learning_rate": 1e-2, "max_steps": 12,
-                  "eval_every": "no", "warmup_ratio": 0.0, **train_options},
+                  "eval_every": "no", "warmup_ratio": 0.0, "precision": "fp32", **train_options},
         "output": {"dir": str(out), "name": f"{task}-{method['name']}"},
     }
     return resolve_config(raw)

@@ -51,12 +51,12 @@ def mc_models(tmp_path_factory) -> dict[str, Path]:
 
 def mc_config(model: Path, data: dict, out: Path, method: dict, **task):
     return resolve_config({
-        "model": {"name": str(model), "max_length": 32},
+        "model": {"name": str(model), "max_length": 32, "dtype": "float32"},
         "task": {"name": "multiple_choice", **task},
         "data": {k: str(v) for k, v in data.items()},
         "method": method,
         "train": {"batch_size": 8, "progress": False, "num_threads": 1, "learning_rate": 1e-2, "max_steps": 4,
-                  "eval_every": "no", "warmup_ratio": 0.0},
+                  "eval_every": "no", "warmup_ratio": 0.0, "precision": "fp32"},
         "output": {"dir": str(out), "name": f"mc-{method['name']}"},
     })
 

@@ -105,7 +105,7 @@ def test_only_the_strategy_parameters_train(trained, variant, arch):
     model = result.model
     assert all(p.requires_grad for p in model.head.parameters()), "the new task head always trains"
     pretrained = before["pretrained"]
-    moved = [tuple(p.shape) for p, original in pretrained.values() if not p.requires_grad and not torch.equal(p.detach(), original)]
+    moved = [tuple(p.shape) for p, original in pretrained.values() if not p.requires_grad and not torch.equal(p.detach().cpu(), original.cpu())]
     assert not moved, "a frozen pretrained weight moved"
     trainable_pretrained = [p for p, _ in pretrained.values() if p.requires_grad]
     added = [p for p in model.body.parameters() if id(p) not in pretrained and p.requires_grad]

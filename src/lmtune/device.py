@@ -161,3 +161,14 @@ def trainer_precision(precision: str, dtype: str = "float32") -> dict[str, bool]
         raise LmtuneError("train.precision=fp16 needs a CUDA GPU (torch's CPU autocast has no loss scaler); "
                           "use train.precision=bf16 or fp32 on the CPU")
     return {"bf16": resolved == "bf16", "fp16": resolved == "fp16"}
+
+
+def check_master_weights(model: torch.nn.Module, precision: str) -> None:
+    """fp16 autocast's loss scaler unscales fp32 gradients only: trainable float16 weights (a float16 base under a
+    strategy that trains the base itself) would fail at the first step, after the model loaded. Refuse now."""
+    if precision != "fp16":
+        return
+    half = [name for name, p in model.named_parameters() if p.requires_grad and p.dtype == torch.float16]
+    if half:
+        raise LmtuneError(f"train.precision=fp16 cannot train float16 weights ({half[0]}, ...): use model.dtype=bfloat16 "
+                          "or float32 for a strategy that trains the base's own weights, or train.precision=bf16")

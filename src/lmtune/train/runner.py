@@ -14,7 +14,7 @@ import torch
 import yaml
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments, set_seed
 
-from lmtune.device import place, trainer_precision
+from lmtune.device import check_master_weights, place, trainer_precision
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.evaluator import scalar_metrics
 from lmtune.evaluate.predictions import take_predictions
@@ -111,6 +111,7 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
     task = TASKS.build(cfg.task.name, cfg)
     run_dir = rundir.check_run_dir(cfg)
     configure_threads(cfg.train.num_threads)
+    trainer_precision(cfg.train.precision, cfg.model.dtype)  # refuses fp16 autocast on a CPU before the model loads
     set_seed(cfg.train.seed)
     strategy = STRATEGIES.build(cfg.method.name, cfg.method)
     splits = task.load_data()  # bad data fails here, before the model loads
@@ -119,6 +120,7 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
     # On the device Trainer uses (a no-op on a CPU); a quantised body stays where bitsandbytes put it and the head
     # follows it, since Trainer moves the whole model unless the model itself says it is quantised.
     model = place(_build_model(task, strategy, backbone, init_source))
+    check_master_weights(model, cfg.train.precision)
     rundir.claim_run_dir(cfg, run_dir)  # only now may output.overwrite remove the old run
     # Provenance first: it is what marks the folder as lmtune's, so a kill before config.yaml lands still leaves a
     # folder that output.overwrite may replace.
