@@ -83,7 +83,7 @@ class Plan:
     serve_requests: int = 32
     serve_batch: int = 32
     serve_tokens: int = 32
-    tests_select: str = "llama or serve or generation or slow_reference or bf16 or device"
+    tests_select: str = "llama or test_serve_engine or generation or slow_reference or test_device"
     tests_timeout_s: float = 200
     threads: int | None = None
     dtype: str = "bfloat16"
