@@ -12,6 +12,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 # Every Ray a test starts stays on loopback (Ray otherwise binds the machine's network address).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# LMTUNE_TEST_DEVICE=cuda (or cuda:N) runs the suite on that GPU: lmtune places models with
+# lmtune.device.default_device() and Trainer takes the visible GPU, so a test and its reference share the device.
+# Unset or `cpu`, no GPU is visible: on a GPU machine the suite runs as on a CPU-only one (set before torch loads).
+TEST_DEVICE = os.environ.get("LMTUNE_TEST_DEVICE", "cpu")
+if TEST_DEVICE == "cpu":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+elif TEST_DEVICE.startswith("cuda:"):
+    os.environ["CUDA_VISIBLE_DEVICES"] = TEST_DEVICE.split(":", 1)[1]
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -29,6 +37,15 @@ def _isolated_cache(tmp_path_factory):
     os.environ["LMTUNE_CACHE"] = str(tmp_path_factory.mktemp("lmtune-cache"))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_device_present():
+    """LMTUNE_TEST_DEVICE=cuda on a machine without a usable GPU would quietly test the CPU: stop instead."""
+    from lmtune.device import default_device
+
+    if TEST_DEVICE != "cpu" and default_device().type != "cuda":
+        pytest.exit(f"LMTUNE_TEST_DEVICE={TEST_DEVICE}, but torch sees no CUDA GPU", returncode=2)
 
 
 def toy_rows(count: int, seed: int = 0) -> list[dict]:
@@ -67,10 +84,11 @@ def tiny_models(tmp_path_factory, toy_data) -> dict[str, Path]:
 
 
 def tiny_raw_config(model_dir: Path, data: dict[str, Path], out: Path, method: dict, **train) -> dict:
+    # fp32 on every device (auto would pick bf16 on a GPU): the tests' tolerances are fp32 ones.
     return {
-        "model": {"name": str(model_dir), "max_length": 32},
+        "model": {"name": str(model_dir), "max_length": 32, "dtype": "float32"},
         "data": {"train": str(data["train"]), "validation": str(data["validation"])},
         "method": method,
-        "train": {"batch_size": 16, "progress": False, "num_threads": 1, "logging_steps": 5, **train},
+        "train": {"batch_size": 16, "progress": False, "num_threads": 1, "logging_steps": 5, "precision": "fp32", **train},
         "output": {"dir": str(out)},
     }

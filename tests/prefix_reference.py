@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from lmtune.device import to_model_device
+
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
@@ -32,10 +34,11 @@ def prefix_llama_logits(peft_model, ids: torch.Tensor) -> torch.Tensor:
     prefix = _prefix_tensors(peft_model)
     length, before = ids.shape[1], prefix[0][0].shape[2]
     hidden = base.model.embed_tokens(ids)
-    cos, sin = base.model.rotary_emb(hidden, torch.arange(before, before + length)[None])
+    device = ids.device
+    cos, sin = base.model.rotary_emb(hidden, torch.arange(before, before + length, device=device)[None])
     cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
-    visible = torch.cat([torch.ones(length, before, dtype=torch.bool),
-                         torch.ones(length, length, dtype=torch.bool).tril()], dim=1)
+    visible = torch.cat([torch.ones(length, before, dtype=torch.bool, device=device),
+                         torch.ones(length, length, dtype=torch.bool, device=device).tril()], dim=1)
     for layer, (prefix_k, prefix_v) in zip(base.model.layers, prefix, strict=True):
         hidden = hidden + _attention(layer.self_attn, layer.input_layernorm(hidden), prefix_k, prefix_v, cos, sin, visible)
         hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
@@ -55,8 +58,8 @@ def _attention(attn, x, prefix_k, prefix_v, cos, sin, visible) -> torch.Tensor:
 
 def prefix_greedy(model, prompt: str, steps: int, add_special_tokens: bool = True) -> list[int]:
     """Greedy new token ids for `prompt` by the hand-written forward, one full pass per token."""
-    ids = model.tokenizer([prompt], return_tensors="pt", return_token_type_ids=False,
-                          add_special_tokens=add_special_tokens)["input_ids"]
+    ids = to_model_device(model.tokenizer([prompt], return_tensors="pt", return_token_type_ids=False,
+                                          add_special_tokens=add_special_tokens)["input_ids"], model)
     start = ids.shape[1]
     for _ in range(steps):
         ids = torch.cat([ids, prefix_llama_logits(model.body, ids)[:, -1:].argmax(-1)], dim=1)

@@ -13,6 +13,7 @@ import torch
 
 from conftest import SHARED_DATA, write_jsonl
 from lmtune.data.templates import ALPACA, ALPACA_WITH_INPUT, Example, build_template, record_format, to_example
+from lmtune.device import to_model_device
 from lmtune.errors import LmtuneError
 from lmtune.results import read_metrics
 from lmtune.runconfig import build_task, resolve_config
@@ -63,12 +64,12 @@ def gen_models(tmp_path_factory) -> dict[str, Path]:
 
 def gen_config(model: Path, data: dict, out: Path, method: dict, task: str = "instruction", **train_options):
     raw = {
-        "model": {"name": str(model), "max_length": 64},
+        "model": {"name": str(model), "max_length": 64, "dtype": "float32"},  # fp32 tolerances on a GPU too
         "task": {"name": task, "generation": {"max_new_tokens": 6, "batch_size": 8}},
         "data": {"train": str(data["train"]), "validation": str(data["validation"]), "test": str(data["test"])},
         "method": method,
         "train": {"batch_size": 16, "progress": False, "num_threads": 1, "learning_rate": 1e-2, "max_steps": 12,
-                  "eval_every": "no", "warmup_ratio": 0.0, **train_options},
+                  "eval_every": "no", "warmup_ratio": 0.0, "precision": "fp32", **train_options},
         "output": {"dir": str(out), "name": f"{task}-{method['name']}"},
     }
     return resolve_config(raw)
@@ -267,8 +268,8 @@ def test_beam_search_and_stop_strings(gen_models, gen_data, tmp_path):
     for row, beam in zip(rows, beams):
         template = task.template(result.model.tokenizer)
         prompt = template.prompt(task.examples(datasets.Dataset.from_list([row]))[0])
-        ids = result.model.tokenizer([prompt], return_tensors="pt", return_token_type_ids=False,
-                                     add_special_tokens=template.add_special_tokens)["input_ids"]
+        ids = to_model_device(result.model.tokenizer([prompt], return_tensors="pt", return_token_type_ids=False,
+                                     add_special_tokens=template.add_special_tokens)["input_ids"], result.model)
         with torch.no_grad():
             out = result.model.backbone.body.generate(
                 input_ids=ids, attention_mask=torch.ones_like(ids), num_beams=3, do_sample=False,
@@ -385,8 +386,8 @@ def slow_greedy(model, prompt: str, steps: int, add_special_tokens: bool = True)
     computation training does."""
     import torch
 
-    ids = model.tokenizer([prompt], return_tensors="pt", return_token_type_ids=False,
-                          add_special_tokens=add_special_tokens)["input_ids"]
+    ids = to_model_device(model.tokenizer([prompt], return_tensors="pt", return_token_type_ids=False,
+                          add_special_tokens=add_special_tokens)["input_ids"], model)
     start = ids.shape[1]
     with torch.no_grad():
         for _ in range(steps):
@@ -400,7 +401,8 @@ def test_prefix_tuning_forward_equals_a_hand_written_prefix_attention(gen_models
     ground the prefix-tuning generation reference stands on."""
     result = train(gen_config(gen_models["llama"], gen_data, tmp_path, GENERATIVE_VARIANTS["prefix_tuning"]))
     model = result.model.eval()
-    ids = model.tokenizer(["copy red green 4 the answer is"], return_tensors="pt", return_token_type_ids=False)["input_ids"]
+    ids = to_model_device(model.tokenizer(["copy red green 4 the answer is"], return_tensors="pt",
+                                          return_token_type_ids=False)["input_ids"], model)
     with torch.no_grad():
         trained = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
         without_prefix = model.body.get_base_model()(input_ids=ids).logits

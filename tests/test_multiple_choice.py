@@ -11,6 +11,7 @@ import torch
 
 from conftest import write_jsonl
 from lmtune.data.choices import choice_items
+from lmtune.device import to_model_device
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.choices import score_rows
 from lmtune.runconfig import build_task, resolve_config
@@ -50,12 +51,12 @@ def mc_models(tmp_path_factory) -> dict[str, Path]:
 
 def mc_config(model: Path, data: dict, out: Path, method: dict, **task):
     return resolve_config({
-        "model": {"name": str(model), "max_length": 32},
+        "model": {"name": str(model), "max_length": 32, "dtype": "float32"},
         "task": {"name": "multiple_choice", **task},
         "data": {k: str(v) for k, v in data.items()},
         "method": method,
         "train": {"batch_size": 8, "progress": False, "num_threads": 1, "learning_rate": 1e-2, "max_steps": 4,
-                  "eval_every": "no", "warmup_ratio": 0.0},
+                  "eval_every": "no", "warmup_ratio": 0.0, "precision": "fp32"},
         "output": {"dir": str(out), "name": f"mc-{method['name']}"},
     })
 
@@ -124,7 +125,7 @@ def token_by_token(body, ids: list[int], target_mask: list[int]) -> float:
     total = 0.0
     for position, scored in enumerate(target_mask):
         if scored:
-            logits = body(input_ids=torch.tensor([ids[:position]])).logits[0, -1]
+            logits = body(input_ids=to_model_device(torch.tensor([ids[:position]]), body)).logits[0, -1]
             total += float(torch.log_softmax(logits.float(), dim=-1)[ids[position]])
     return total
 

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from conftest import write_jsonl
 from lmtune.config.schema import GenerationConfig
+from lmtune.device import place, to_model_device
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.generation import generate_texts
 from lmtune.serve.engine import Engine, EngineConfig, Overloaded, SamplingParams
@@ -46,7 +47,7 @@ def served(gen_models, tmp_path_factory):  # noqa: F811
         cfg = gen_config(gen_models["llama"], data, root, method).updated({"output.name": name})
         train(cfg)
     return {"root": root, "model": gen_models["llama"], "data": data,
-            "engine": Engine(str(gen_models["llama"]), root, EngineConfig(max_batch_size=4))}
+            "engine": Engine(str(gen_models["llama"]), root, EngineConfig(max_batch_size=4, dtype="float32"))}
 
 
 def _ids(engine, prompts):
@@ -85,7 +86,7 @@ def test_served_logits_equal_the_trained_model(served, name):
     served_logits = engine.prefill_logits(ids, [name, None, name])
     for row in (0, 2):
         with torch.no_grad():
-            trained = loaded.model.body(input_ids=torch.tensor([ids[row]])).logits[0, -len(ids[row]):]
+            trained = loaded.model.body(input_ids=to_model_device(torch.tensor([ids[row]]), loaded.model)).logits[0, -len(ids[row]):]
         torch.testing.assert_close(served_logits[row], trained, rtol=1e-5, atol=1e-5)
 
 
@@ -139,14 +140,14 @@ def test_peft_made_adapters_give_peft_logits(served, kind):
         "prompt": PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3),
         "prefix": PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4),
     }
-    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(served["model"]), configs[kind]).eval()
+    peft_model = place(get_peft_model(AutoModelForCausalLM.from_pretrained(served["model"]), configs[kind]).eval())
     peft_model.save_pretrained(served["root"] / f"peft-{kind}")
     engine = served["engine"]
     engine.store.scan()
     ids = _ids(engine, PROMPTS[:2])
     got = engine.prefill_logits(ids, [f"peft-{kind}", "lora"])[0]
     with torch.no_grad():
-        expected = peft_model(input_ids=torch.tensor([ids[0]])).logits[0, -len(ids[0]):]
+        expected = peft_model(input_ids=to_model_device(torch.tensor([ids[0]]), peft_model)).logits[0, -len(ids[0]):]
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -183,7 +184,7 @@ def test_an_adapter_for_another_base_is_refused(served, gen_models, tmp_path):  
 def test_least_recently_used_adapters_are_evicted_under_the_budget(served):
     sizes = {name: served["engine"].adapter(name).nbytes() for name in ("prompt", "lora", "prefix")}
     budget = sizes["lora"] + sizes["prefix"]  # the three do not fit; the last two do
-    engine = Engine(str(served["model"]), served["root"], EngineConfig(memory_budget_mb=budget / 2**20))
+    engine = Engine(str(served["model"]), served["root"], EngineConfig(memory_budget_mb=budget / 2**20, dtype="float32"))
     for name in sizes:
         engine.adapter(name)
     assert engine.store.is_loaded("prefix") and engine.store.is_loaded("lora") and not engine.store.is_loaded("prompt")
@@ -203,7 +204,7 @@ def test_bad_requests_fail_alone_with_a_message(served):
 
 
 def test_a_full_queue_says_overloaded(served):
-    engine = Engine(str(served["model"]), served["root"], EngineConfig(max_queue=1, max_batch_size=1))
+    engine = Engine(str(served["model"]), served["root"], EngineConfig(max_queue=1, max_batch_size=1, dtype="float32"))
     engine.submit_generation("copy red 3", None, SamplingParams(max_tokens=4), lambda e: None)  # not started: waits
     with pytest.raises(Overloaded) as err:
         engine.submit_generation("copy red 3", None, SamplingParams(max_tokens=4), lambda e: None)
@@ -212,20 +213,20 @@ def test_a_full_queue_says_overloaded(served):
 
 
 def test_an_encoder_base_classifies_but_does_not_generate(tiny_models):
-    engine = Engine(str(tiny_models["bert"]))
+    engine = Engine(str(tiny_models["bert"]), cfg=EngineConfig(dtype="float32"))
     with pytest.raises(LmtuneError, match="encoder"):
         engine.submit_generation("great", None, SamplingParams(), print)
 
 
 def test_listings_tell_kind_and_base_before_loading(served):
-    engine = Engine(str(served["model"]), served["root"])
+    engine = Engine(str(served["model"]), served["root"], EngineConfig(dtype="float32"))
     infos = {info.name: info for info in engine.store.list()}
     assert not infos["prefix"].loaded and infos["prefix"].kind == "kv_prefix"
     assert infos["bottleneck-parallel"].kind == "weight_delta" and infos["lora"].base == str(served["model"])
 
 
 def test_cancelling_a_waiting_request_and_shutting_down_end_every_request(served):
-    engine = Engine(str(served["model"]), served["root"], EngineConfig(max_batch_size=1))
+    engine = Engine(str(served["model"]), served["root"], EngineConfig(max_batch_size=1, dtype="float32"))
     events: dict[str, list] = {}
     ids = [engine.submit_generation("copy red 3", "lora", SamplingParams(max_tokens=50, ignore_eos=True),
                                     lambda e: events.setdefault(e.request_id, []).append(e)) for _ in range(3)]

@@ -72,7 +72,7 @@ def _engine(model, root, **cfg):
     from lmtune.serve.metrics import ServeMetrics
 
     metrics = ServeMetrics()
-    engine = Engine(str(model), root, EngineConfig(**cfg), observer=metrics.observer, num_threads=1)
+    engine = Engine(str(model), root, EngineConfig(**{"dtype": "float32", **cfg}), observer=metrics.observer, num_threads=1)
     return engine, metrics
 
 

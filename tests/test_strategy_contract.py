@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from conftest import tiny_raw_config
+from lmtune.device import to_model_device
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.evaluator import evaluate_split
 from lmtune.forms import declared_peft_types, form_named, form_of_body
@@ -104,7 +105,7 @@ def test_only_the_strategy_parameters_train(trained, variant, arch):
     model = result.model
     assert all(p.requires_grad for p in model.head.parameters()), "the new task head always trains"
     pretrained = before["pretrained"]
-    moved = [tuple(p.shape) for p, original in pretrained.values() if not p.requires_grad and not torch.equal(p.detach(), original)]
+    moved = [tuple(p.shape) for p, original in pretrained.values() if not p.requires_grad and not torch.equal(p.detach().cpu(), original.cpu())]
     assert not moved, "a frozen pretrained weight moved"
     trainable_pretrained = [p for p, _ in pretrained.values() if p.requires_grad]
     added = [p for p in model.body.parameters() if id(p) not in pretrained and p.requires_grad]
@@ -142,9 +143,9 @@ def _task_for_config(cfg):
 def test_save_then_load_gives_the_same_logits(trained, variant, arch):
     result, _ = trained(variant, arch)
     loaded = load_run(result.run_dir)
-    batch = loaded.task.collator(loaded.model.tokenizer)(
+    batch = to_model_device(loaded.task.collator(loaded.model.tokenizer)(
         [loaded.task.encode(_train_table(result.config), loaded.model.tokenizer)[i] for i in range(8)]
-    )
+    ), loaded.model)
     result.model.eval()
     with torch.no_grad():
         expected = result.model(**batch).logits
@@ -184,11 +185,11 @@ def test_a_peft_method_without_a_reader_is_reported_not_servable():
 @pytest.fixture(scope="module")
 def engines(tiny_models, trained):
     """One serving engine per tiny architecture, its adapter root the folder every contract run is written to."""
-    from lmtune.serve.engine import Engine
+    from lmtune.serve.engine import Engine, EngineConfig
 
     @functools.cache
     def engine(arch: str, root: str):
-        return Engine(str(tiny_models[arch]), root)
+        return Engine(str(tiny_models[arch]), root, EngineConfig(dtype="float32"))  # fp32 on a GPU too
 
     return engine
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from lmtune.config.loading import apply_overrides, explain, read_yaml
 from lmtune.config.paths import path_updates, resolve_paths
 from lmtune.config.schema import DataConfig, EvalConfig, ModelConfig, OutputConfig, StrictModel, TrainConfig, set_dotted
+from lmtune.device import check_quantization, resolve_dtype, resolve_precision
 from lmtune.errors import LmtuneError
 from lmtune.methods import STRATEGIES
 from lmtune.registry import Registry
@@ -88,10 +89,14 @@ def named_section(value: Any, registry: Registry, section: str, example: str) ->
 
 def resolve(cfg: RunConfig) -> RunConfig:
     """`cfg` with every default filled: the task's (max length, checkpoint metric, and the label set read from the
-    training data where none is given) and the learning rates (the strategy's default; the head's at least
-    DEFAULT_HEAD_LEARNING_RATE). Filling only what is unset makes it idempotent: resolving a resolved config
+    training data where none is given), the learning rates (the strategy's default; the head's at least
+    DEFAULT_HEAD_LEARNING_RATE), and the base's dtype and mixed precision `auto` means on this machine. Filling only what is unset makes it idempotent: resolving a resolved config
     (a saved config.yaml) changes nothing."""
+    check_quantization(cfg.model.quantization)  # before any model loads: the fix names CUDA and bitsandbytes
     changes = dict(TASKS.build(cfg.task.name, cfg).defaults())
+    dtype = resolve_dtype(cfg.model.dtype)
+    changes["model.dtype"] = dtype
+    changes["train.precision"] = resolve_precision(cfg.train.precision, dtype)
     learning_rate = cfg.train.learning_rate or STRATEGIES.build(cfg.method.name, cfg.method).default_learning_rate
     changes["train.learning_rate"] = learning_rate
     changes["train.head_learning_rate"] = cfg.train.head_learning_rate or max(learning_rate, DEFAULT_HEAD_LEARNING_RATE)

@@ -28,6 +28,7 @@ from lmtune.baselines.base import (
     evaluation_splits,
     register_baseline,
 )
+from lmtune.device import place, to_model_device
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.metrics import classification_metrics
 from lmtune.evaluate.predictions import take_predictions
@@ -114,7 +115,7 @@ class Prompting(Baseline):
         prompts = self.prompts(cfg, task.labels, splits.train)
         decoder = is_decoder(cfg)
         backbone = load_backbone(cfg.model, "AutoModelForCausalLM" if decoder else "AutoModel", cfg.train.seed)
-        backbone.body.eval()
+        place(backbone.body.eval())
         score = self._label_word_scores if decoder else self._similarity_scores
         by_split, truncated = {}, 0
         for split, table in evaluation_splits(splits).items():
@@ -141,8 +142,7 @@ class Prompting(Baseline):
         from lmtune.models.loading import load_backbone
 
         task.use_demonstrations(splits.train, self.sample(cfg, len(splits.train)))
-        model = task.build_model(load_backbone(cfg.model, task.backbone_class, cfg.train.seed))
-        model.eval()
+        model = place(task.build_model(load_backbone(cfg.model, task.backbone_class, cfg.train.seed)).eval())
         tables = evaluation_splits(splits)
         by_split = {}
         for split, table in tables.items():
@@ -257,7 +257,7 @@ def continuation_logprobs(body, pad_id: int, sequences: list[tuple[list[int], in
         for row, i in enumerate(batch):
             ids[row, : len(sequences[i][0])] = torch.tensor(sequences[i][0])
             mask[row, : len(sequences[i][0])] = 1
-        logits = body(input_ids=ids.to(body.device), attention_mask=mask.to(body.device)).logits
+        logits = body(**to_model_device({"input_ids": ids, "attention_mask": mask}, body)).logits
         for row, i in enumerate(batch):
             tokens, n = sequences[i]
             step = logits[row, len(tokens) - n - 1 : len(tokens) - 1].float().log_softmax(-1)

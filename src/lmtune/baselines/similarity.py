@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lmtune.device import to_model_device
 from lmtune.models.pooling import pool
 
 SCALE = 20.0
@@ -24,6 +25,7 @@ def embed(backbone, texts: list[tuple[str, str | None]], max_length: int, batch_
         firsts, seconds = [t for t, _ in chunk], [p for _, p in chunk]
         batch = tokenizer(firsts, seconds if any(p is not None for p in seconds) else None, padding=True,
                           truncation=True, max_length=max_length, return_tensors="pt")
+        batch = to_model_device(dict(batch), body)
         hidden = body(**batch).last_hidden_state
         vectors.append(torch.nn.functional.normalize(pool(hidden, batch["attention_mask"], backbone.pooling).float(), dim=-1))
     return torch.cat(vectors)
@@ -43,4 +45,4 @@ def prototypes(backbone, labels: list[str], words: dict[str, str], demos: list[t
 
 def similarity_scores(backbone, centres: torch.Tensor, rows: list[dict], max_length: int, batch_size: int) -> np.ndarray:
     vectors = embed(backbone, [(r["text"], r["pair"]) for r in rows], max_length, batch_size)
-    return (SCALE * vectors @ centres.T).numpy()
+    return (SCALE * vectors @ centres.T).cpu().numpy()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lmtune.config.paths import LocalPath
 from lmtune.errors import LmtuneError
@@ -58,6 +58,13 @@ class ModelConfig(StrictModel):
     max_length: int | None = Field(None, gt=0)
     """Inputs (prompt plus response for generative tasks) are cut to this many tokens; none takes the task's
     default (128 for classification and tagging, 256 for instruction and translation: the LLM-Adapters cut-off)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """The dtype the base's weights load in; `auto` is bfloat16 where a CUDA GPU supports it, float32 on the CPU
+    (the resolved config records which). Adapters and task heads keep float32 weights whatever the base's dtype."""
+    quantization: Literal["none", "4bit", "8bit"] = "none"
+    """Load the base quantised by bitsandbytes (`4bit`: NF4 with bf16 compute, as QLoRA; `8bit`: LLM.int8) and
+    train LoRA or another adapter on top; needs a CUDA GPU and `pip install 'lmtune[gpu]'`. Methods that train
+    the base's own weights (full, freeze with layers) are refused on a quantised base."""
 
 
 class DataConfig(StrictModel):
@@ -143,7 +150,24 @@ class FsdpConfig(StrictModel):
     `activation_checkpointing: true`, `state_dict_type: SHARDED_STATE_DICT`); the fields above win."""
 
 
-class TrainConfig(StrictModel):
+RENAMED_TRAIN_KEYS = {"bf16": "train.precision=bf16 (or auto: bf16 where the GPU supports it)"}
+"""Keys an older lmtune read, and what to write instead: refused with that fix rather than a bare "unknown key"."""
+
+
+class TrainSettings(StrictModel):
+    """Base of the train sections (`lmtune train`'s and `lmtune pretrain`'s): refuses a renamed key with its fix."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for old, new in RENAMED_TRAIN_KEYS.items():
+                if old in value:
+                    raise ValueError(f"train.{old} was replaced: write {new}")
+        return value
+
+
+class TrainConfig(TrainSettings):
     epochs: float = Field(3.0, gt=0)
     """Passes over the training data."""
     max_steps: int | None = Field(None, gt=0)
@@ -185,8 +209,9 @@ class TrainConfig(StrictModel):
     """Checkpoints kept while training."""
     num_threads: int | None = Field(None, gt=0)
     """CPU threads for torch; none uses all cores."""
-    bf16: bool = False
-    """Train in bfloat16 mixed precision (GPUs and recent CPUs)."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Mixed precision of the forward and backward passes (Trainer's autocast; fp16 adds a loss scaler). `auto`:
+    bf16 on GPUs that support it, fp16 on older GPUs or for a float16 base, fp32 (no autocast) on the CPU."""
     fsdp: FsdpConfig | None = None
     """Shard the model over the processes of a `torchrun`/`accelerate launch` run (FSDP); none: each process holds
     a full copy (DDP). `train.fsdp={}` takes every default (full sharding, layer by layer)."""

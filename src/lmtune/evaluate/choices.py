@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lmtune.device import model_device, to_device
+
 LOGIT_BUDGET = 1 << 27  # values (512 MB of float32)
 
 
@@ -78,14 +80,14 @@ def _record(scored: ScoredRows, owner: tuple[int, int, int], total: float, count
 def _full_row_scores(body, rows, owners, indices: list[int], scored: ScoredRows, pad: int, batch_size: int, bar) -> None:
     """Each (context, choice) row as one right-padded forward: exact for every strategy (the reference path)."""
     order = sorted(indices, key=lambda k: -len(rows[k].input_ids))
-    device = next(body.parameters()).device
+    device = model_device(body)
     vocab = body.get_output_embeddings().weight.shape[0]
     start = 0
     while start < len(order):
         width = len(rows[order[start]].input_ids)
         take = max(1, min(batch_size, LOGIT_BUDGET // (width * vocab)))
         batch = [rows[k] for k in order[start:start + take]]
-        ids, mask, target = (t.to(device) for t in pad_right([r.input_ids for r in batch], [r.target_mask for r in batch], pad))
+        ids, mask, target = (to_device(t, device) for t in pad_right([r.input_ids for r in batch], [r.target_mask for r in batch], pad))
         row_sums, row_counts = choice_logprobs(body, ids, mask, target)
         for k, total, count in zip(order[start:start + take], row_sums.tolist(), row_counts.tolist()):
             _record(scored, owners[k], total, count)
@@ -107,7 +109,7 @@ def shared_context_scores(body, rows, owners, scored: ScoredRows, pad: int, batc
         contexts = {tuple(_split(rows[k])[0]) for k in members}
         (shared if len(contexts) == 1 else rest).append(members)
     shared.sort(key=lambda members: -len(rows[members[0]].input_ids))
-    device = next(body.parameters()).device
+    device = model_device(body)
     start = 0
     while start < len(shared):
         take, count = 0, 0
@@ -143,7 +145,7 @@ def _score_group_batch(body, rows, owners, questions: list[list[int]], scored: S
     members = [k for group in questions for k in group]
     targets = [_split(rows[k])[1] for k in members]
     # Every continuation token is scored, so the attention mask of the choices is also their target mask.
-    target_ids, target_mask, _ = (t.to(device) for t in pad_right(targets, [[1] * len(t) for t in targets], pad))
+    target_ids, target_mask, _ = (to_device(t, device) for t in pad_right(targets, [[1] * len(t) for t in targets], pad))
     target_width = target_ids.shape[1]
     lengths = mask.sum(dim=1)[repeat]
     logits = body(input_ids=target_ids, attention_mask=torch.cat([mask[repeat], target_mask], dim=1),

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from lmtune.device import to_model_device
+
 
 @torch.no_grad()
 def evaluate_split(model, task, table, batch_size: int = 64) -> dict[str, Any]:
@@ -17,7 +19,7 @@ def evaluate_split(model, task, table, batch_size: int = 64) -> dict[str, Any]:
     model.eval()
     all_logits, all_labels, loss_sum = [], [], 0.0
     for batch in loader:
-        output = model(**batch)
+        output = model(**to_model_device(batch, model))
         loss_sum += float(output.loss) * len(batch["labels"])
         all_logits.append(output.logits.float().cpu().numpy())
         all_labels.append(batch["labels"].cpu().numpy())

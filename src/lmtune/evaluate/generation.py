@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lmtune.config.schema import GenerationConfig
+from lmtune.device import to_model_device
 from lmtune.forms import form_of_body, place_rows
 
 
@@ -114,7 +115,7 @@ def generate_texts(
     with padding_side(tokenizer, "right" if encoder_decoder else "left"):
         for rows in batches:
             batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt")
-            batch = {k: v.to(body.device) for k, v in batch.items()}
+            batch = to_model_device(dict(batch), body)
             if full_forward:
                 new_tokens = generate_by_full_forward(model, batch, cfg.max_new_tokens, options["eos_token_id"],
                                                       tokenizer.pad_token_id)

@@ -35,7 +35,8 @@ class Full(Strategy):
         return save_pretrained_atomically(directory / "model", model.body, model.tokenizer)
 
     def load(self, model, directory: Path, trainable: bool = False):
-        model.body = type(model.body).from_pretrained(directory / "model")
+        # In the dtype the base was loaded in (model.dtype), whatever the saved run trained in.
+        model.body = type(model.body).from_pretrained(directory / "model", dtype=model.body.dtype)
         return self.apply(model) if trainable else model
 
     def export(self, model) -> dict[str, torch.Tensor]:

@@ -14,9 +14,11 @@ from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedT
 
 import lmtune.models.lstm  # noqa: F401,E402  registers the LSTM LM (model_type lmtune_lstm) with the Auto classes
 from lmtune.config.schema import ModelConfig
+from lmtune.device import torch_dtype
 from lmtune.errors import LmtuneError
 from lmtune.io import sha256_files
 from lmtune.models.bundled import BUNDLED, cache_dir, gguf_to_folder
+from lmtune.models.quantization import quantized_loading
 
 DECODER_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
@@ -143,7 +145,11 @@ def load_backbone(cfg: ModelConfig, auto_class: str = "AutoModel", seed: int = 0
         auto = getattr(transformers, auto_class)
         if cfg.init == "random":
             transformers.set_seed(seed)  # the same seed rebuilds the same weights when the run is loaded again
-        body = auto.from_pretrained(path, config=config) if cfg.init == "pretrained" else auto.from_config(config)
+        dtype = torch_dtype(cfg.dtype)
+        if cfg.init == "random":
+            body = auto.from_config(config, dtype=dtype)
+        else:
+            body = auto.from_pretrained(path, config=config, dtype=dtype, **quantized_loading(cfg.quantization, dtype))
     except ValueError as err:  # e.g. an encoder-only model asked to generate
         raise LmtuneError(f"{cfg.name} ({config.model_type}) cannot load as {auto_class}: {err}") from None
     kind = backbone_kind(config)

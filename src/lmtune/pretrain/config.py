@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
 from lmtune.config.paths import LocalPath, resolve_paths
-from lmtune.config.schema import StrictModel, TrainConfig
+from lmtune.config.schema import StrictModel, TrainConfig, TrainSettings
 from lmtune.errors import LmtuneError
 from lmtune.methods import STRATEGIES
 from lmtune.pretrain.architectures import ArchConfig
@@ -107,7 +107,7 @@ def with_defaults(section: type[BaseModel], name: str, doc: str, **defaults: Any
 
 # The settings `lmtune train` has too, with pre-training's defaults.
 _SharedTrainSettings = create_model(
-    "_SharedTrainSettings", __base__=StrictModel, __module__=__name__,
+    "_SharedTrainSettings", __base__=TrainSettings, __module__=__name__,
     epochs=field_of(TrainConfig, "epochs", default=1.0),
     max_steps=field_of(TrainConfig, "max_steps"),
     batch_size=field_of(TrainConfig, "batch_size", default=16),
@@ -121,7 +121,7 @@ _SharedTrainSettings = create_model(
     keep_checkpoints=field_of(TrainConfig, "keep_checkpoints"),
     save_total_limit=field_of(TrainConfig, "save_total_limit"),
     num_threads=field_of(TrainConfig, "num_threads"),
-    bf16=field_of(TrainConfig, "bf16"),
+    precision=field_of(TrainConfig, "precision"),
     progress=field_of(TrainConfig, "progress"),
 )
 

@@ -18,6 +18,7 @@ import yaml
 from pydantic import ValidationError
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from lmtune.device import trainer_precision
 from lmtune.errors import LmtuneError
 from lmtune.io import write_json, write_yaml
 from lmtune.pretrain.config import PretrainTrainConfig
@@ -125,7 +126,7 @@ def training_arguments(cfg: PretrainTrainConfig, out: Path) -> TrainingArguments
         eval_strategy="no",
         seed=cfg.seed,
         data_seed=cfg.seed,
-        bf16=cfg.bf16,
+        **trainer_precision(cfg.precision),
         report_to="none",
         disable_tqdm=not cfg.progress,
         dataloader_num_workers=0,

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import torch
 
+from lmtune.device import model_device, to_device
 from lmtune.pretrain.packing import document_separator, encode_text
 
 
@@ -51,20 +52,16 @@ def _batches(windows: list[list[int]], batch_size: int, pad_id: int):
         yield ids, mask
 
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def causal_nll(model, windows: list[list[int]], batch_size: int = 8, pad_id: int = 0) -> tuple[float, int]:
     """(sum of NLL, predicted tokens) over the windows; position t predicts token t+1 of the same window."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    device = _device(model)
+    device = model_device(model)
     try:
         for ids, mask in _batches(windows, batch_size, pad_id):
-            ids, mask = ids.to(device), mask.to(device)
+            ids, mask = to_device(ids, device), to_device(mask, device)
             # The text's positions are the last ones: PEFT's prompt methods prepend virtual tokens to the logits.
             logits = model(input_ids=ids, attention_mask=mask).logits[:, -ids.size(1):][:, :-1].float()
             targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
@@ -92,7 +89,7 @@ def masked_nll(model, windows: list[list[int]], mask_id: int, probability: float
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    device = _device(model)
+    device = model_device(model)
     masks = mask_positions(windows, probability, seed, special_ids)
     try:
         for start in range(0, len(windows), batch_size):
@@ -102,8 +99,8 @@ def masked_nll(model, windows: list[list[int]], mask_id: int, probability: float
             for i, m in enumerate(chunk_masks):
                 chosen[i, : len(m)] = torch.tensor(m, dtype=torch.bool)
             inputs = ids.masked_fill(chosen, mask_id)
-            logits = model(input_ids=inputs.to(device), attention_mask=attention.to(device)).logits.float()
-            targets = ids.masked_fill(~chosen, -100).to(device)
+            logits = model(**to_device({"input_ids": inputs, "attention_mask": attention}, device)).logits.float()
+            targets = to_device(ids.masked_fill(~chosen, -100), device)
             total += torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="sum"
             ).item()

@@ -13,6 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from lmtune.device import model_device
 from lmtune.errors import LmtuneError
 from lmtune.forms import FULL_MODEL, form_named, peft_form
 from lmtune.serve.forms import Head, ServedAdapter
@@ -179,7 +180,7 @@ def _adapter_type(folder: Path, config: dict) -> str:
 def _read_head(folder: Path, labels: list[str], pooling: str, model: nn.Module) -> Head:
     """The head the classification task builds, filled from its own file (the file's names are the task's), then
     read as what it is: one linear map on the pooled body."""
-    head = ClassificationHead(model.config.hidden_size, len(labels), pooling).to(next(model.parameters()).device)
+    head = ClassificationHead(model.config.hidden_size, len(labels), pooling).to(model_device(model))
     try:
         head.load_state_dict(read_tensors(folder / "head.safetensors"))
     except RuntimeError as err:

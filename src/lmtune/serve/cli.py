@@ -6,6 +6,9 @@ import argparse
 import os
 import sys
 
+from lmtune.config.arguments import add_config_arguments, config_from_arguments
+from lmtune.serve.config import EngineConfig
+
 API_KEYS_ENV = "LMTUNE_API_KEYS"
 
 
@@ -24,18 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", action="append", default=[], metavar="KEY",
                         help=f"require 'Authorization: Bearer KEY' on /v1 routes (repeatable; also ${API_KEYS_ENV}, "
                              "comma-separated)")
-    parser.add_argument("--max-batch-size", type=int, default=32, help="rows decoded together at most")
-    parser.add_argument("--max-queue", type=int, default=256,
-                        help="requests waiting at most; more are answered 429 with Retry-After")
-    parser.add_argument("--memory-budget-mb", type=float, default=1024,
-                        help="loaded adapters at most this many MB (least recently used are evicted)")
     parser.add_argument("--max-body-mb", type=float, default=8,
                         help="largest request body in MB; larger ones are answered 413 before they are read in full")
-    parser.add_argument("--max-prompt-tokens", type=int,
-                        help="longest prompt in tokens (default: the model's context); longer texts are refused "
-                             "before they are tokenised when their length alone shows it")
-    parser.add_argument("--max-classify-inputs", type=int, default=256,
-                        help="texts one /v1/classify request may send (classified --max-batch-size at a time)")
+    # Every engine setting (batch size, queue, memory budget, device, dtype, ...), from EngineConfig's own fields.
+    add_config_arguments(parser.add_argument_group("engine (EngineConfig)"), EngineConfig)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
@@ -51,11 +46,9 @@ def run(args: argparse.Namespace) -> None:
 
     from lmtune.errors import LmtuneError
     from lmtune.serve.app import create_app
-    from lmtune.serve.engine import Engine, EngineConfig
+    from lmtune.serve.engine import Engine
     from lmtune.serve.metrics import ServeMetrics
 
-    if args.max_batch_size < 1 or args.max_queue < 1:
-        raise LmtuneError("--max-batch-size and --max-queue must be at least 1")
     keys = api_keys(args)
     if not keys and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {args.host} without an API key: anyone who can reach it can use it and load "
@@ -63,14 +56,13 @@ def run(args: argparse.Namespace) -> None:
     metrics = ServeMetrics()
     if args.max_body_mb <= 0:
         raise LmtuneError("--max-body-mb must be positive")
-    cfg = EngineConfig(max_batch_size=args.max_batch_size, max_queue=args.max_queue,
-                       memory_budget_mb=args.memory_budget_mb, max_prompt_tokens=args.max_prompt_tokens,
-                       max_classify_inputs=args.max_classify_inputs)
+    cfg = config_from_arguments(args, EngineConfig)
     engine = Engine(args.base, args.adapters, cfg, observer=metrics.observer, num_threads=args.threads)
     app = create_app(engine, keys, metrics=metrics, max_body_bytes=int(args.max_body_mb * 2**20))
     engine.start()
     names = engine.adapter_names()
-    print(f"lmtune serve: base {engine.base_name} ({engine.base_kind}), {len(names)} adapter(s)"
+    print(f"lmtune serve: base {engine.base_name} ({engine.base_kind}, {engine.model.dtype} on {engine.model.device}), "
+          f"{len(names)} adapter(s)"
           f"{': ' + ', '.join(names[:10]) if names else ''}{' …' if len(names) > 10 else ''}; "
           f"http://{args.host}:{args.port}/v1  (auth {'on' if keys else 'off'})", file=sys.stderr)
     try:

@@ -17,15 +17,16 @@ from pathlib import Path
 
 import torch
 import transformers
-from pydantic import Field
 
-from lmtune.config.schema import ModelConfig, StrictModel
+from lmtune.config.schema import ModelConfig
+from lmtune.device import named_device, place
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.generation import end_ids_of
 from lmtune.models.loading import backbone_kind, load_backbone
 from lmtune.serve.artifact import read_adapter
 from lmtune.serve.chat import chat_prompt
 from lmtune.serve.classify import forward_heads
+from lmtune.serve.config import EngineConfig
 from lmtune.serve.forms import ServedAdapter
 from lmtune.serve.inputs import build_inputs, gather_text
 from lmtune.serve.mixed import BatchPlan, DeltaHooks
@@ -57,24 +58,6 @@ class EngineObserver:
     def on_step(self, batch_size: int, new_tokens: int, prefill_rows: int) -> None: ...
 
     def on_queue(self, depth: int) -> None: ...
-
-
-class EngineConfig(StrictModel):
-    max_batch_size: int = Field(32, gt=0)
-    """Rows decoded together at most (generation), and rows per classification pass."""
-    max_queue: int = Field(256, gt=0)
-    """Requests waiting at most; more get `Overloaded` (HTTP 429)."""
-    max_prompt_tokens: int | None = Field(None, gt=0)
-    """Longest prompt accepted, in tokens; default: the model's context."""
-    max_new_tokens_limit: int = Field(2048, gt=0)
-    """The largest max_tokens a request may ask for."""
-    memory_budget_mb: float = Field(1024, gt=0)
-    """Loaded adapters at most this many MB; the least recently used are evicted (and reload on next use)."""
-    device: str = "auto"
-    """Where the base model runs: auto (cuda when available), cpu, cuda, cuda:1, ..."""
-    max_classify_inputs: int = Field(256, gt=0)
-    """Texts one classification request may send; they are classified max_batch_size at a time, between
-    generation steps."""
 
 
 class Engine(Scheduler):
@@ -115,9 +98,10 @@ class Engine(Scheduler):
             raise LmtuneError(f"{base} is an encoder-decoder model; the server holds decoder-only LMs and encoders")
         self.base_kind = backbone_kind(config)
         auto = "AutoModelForCausalLM" if self.base_kind == "decoder" else "AutoModel"
-        backbone = load_backbone(ModelConfig(name=base), auto)
-        device = self.cfg.device if self.cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = backbone.body.eval().requires_grad_(False).to(device)
+        device = named_device(self.cfg.device)
+        dtype = self.cfg.dtype if self.cfg.dtype != "auto" or device.type != "cpu" else "float32"
+        backbone = load_backbone(ModelConfig(name=base, dtype=dtype), auto)
+        self.model = place(backbone.body.eval().requires_grad_(False), device)
         self.body = self.model.base_model  # the transformer without the LM head: classification heads read it
         self.tokenizer = backbone.tokenizer
         self.base_path, self.weights_hash = backbone.path, backbone.weights_hash

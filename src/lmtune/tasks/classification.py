@@ -14,6 +14,7 @@ from lmtune.config.schema import TaskConfig
 from lmtune.data.labels import check_labels, label_values, resolve_label_set
 from lmtune.data.sources import read_split
 from lmtune.data.splits import Splits, split_off_validation, stratified_sample
+from lmtune.device import to_model_device
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.metrics import classification_metrics
 from lmtune.models.pooling import pool
@@ -28,7 +29,9 @@ class ClassificationHead(nn.Module):
         self.classifier = nn.Linear(hidden_size, num_labels)
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(pool(hidden, attention_mask, self.pooling)))
+        # The head keeps fp32 weights on a bf16/fp16 base: its input is cast to them (autocast, where on, casts back).
+        pooled = pool(hidden, attention_mask, self.pooling).to(self.classifier.weight.dtype)
+        return self.classifier(self.dropout(pooled))
 
 
 class SequenceClassifier(TaskModel):
@@ -154,7 +157,7 @@ class ClassificationTask(Task):
             self._check_columns_in_rows(chunk)
             columns = {k: [r.get(k) for r in chunk] for k in chunk[0]}
             features = self._tokenize(columns, model.tokenizer)
-            batch = collate([{k: v[i] for k, v in features.items()} for i in range(len(chunk))])
+            batch = to_model_device(collate([{k: v[i] for k, v in features.items()} for i in range(len(chunk))]), model)
             probs = torch.softmax(model(**batch).logits.float(), dim=-1)
             for row_probs in probs.tolist():
                 best = int(np.argmax(row_probs))

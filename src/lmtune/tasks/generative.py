@@ -18,6 +18,7 @@ from transformers import DataCollatorForSeq2Seq
 from lmtune.config.schema import GenerationConfig, TaskConfig
 from lmtune.data.splits import Splits
 from lmtune.data.templates import Example, PromptTemplate, TemplateName, build_template, stop_strings
+from lmtune.device import to_model_device
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.generation import generate_texts
 from lmtune.tasks.base import Task, TaskModel
@@ -224,7 +225,7 @@ class GenerativeTask(Task):
         total, tokens = 0.0, 0
         for batch in DataLoader(encoded, batch_size=batch_size, collate_fn=self.collator(model.tokenizer)):
             count = int((batch["labels"] != IGNORE).sum())
-            total += float(model(**batch).loss) * count
+            total += float(model(**to_model_device(batch, model)).loss) * count
             tokens += count
         return total / max(tokens, 1)
 

@@ -28,6 +28,7 @@ from lmtune.data.conll import (
     resolve_tag_set,
 )
 from lmtune.data.splits import Splits, split_off_validation, stratified_sample
+from lmtune.device import to_model_device
 from lmtune.errors import LmtuneError
 from lmtune.models.pooling import real_token_states
 from lmtune.tasks.base import Task, TaskModel, register_task
@@ -44,7 +45,8 @@ class TaggingHead(nn.Module):
         self.classifier = nn.Linear(hidden_size, num_tags)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(hidden))
+        # fp32 weights on a bf16/fp16 base: the input is cast to them.
+        return self.classifier(self.dropout(hidden.to(self.classifier.weight.dtype)))
 
 
 class TokenTagger(TaskModel):
@@ -234,8 +236,7 @@ class TokenClassificationTask(Task):
             for i, feature in enumerate(features):
                 feature["labels"] = align(encoding.word_ids(i), gold[i])
         batch = self.collator(tokenizer)(features)
-        device = next(model.parameters()).device
-        output = model(**{k: v.to(device) for k, v in batch.items()})
+        output = model(**to_model_device(batch, model))
         best = output.logits.argmax(-1).cpu()
         predicted = []
         for i in range(len(words)):

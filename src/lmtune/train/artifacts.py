@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmtune.config.loading import apply_overrides
+from lmtune.device import place
 from lmtune.errors import LmtuneError
 from lmtune.methods import STRATEGIES, Strategy
 from lmtune.models.loading import load_backbone
@@ -45,5 +46,5 @@ def load_run(run_dir: str | Path, overrides: list[str] | None = None) -> LoadedR
     model = task.build_model(backbone)
     strategy.load(model, run_dir)
     task.load_head(model, run_dir)
-    model.eval()
+    place(model.eval())  # on this machine's GPU where it has one (the batches follow: lmtune.device)
     return LoadedRun(run_dir, cfg, task, strategy, model)

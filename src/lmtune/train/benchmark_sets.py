@@ -88,6 +88,7 @@ def _scorer(loaded, table, scoring: Scoring, name: str):
 def untuned(model_name: str, overrides: list[str] | None, task_name: str = "instruction"):
     """The base model with nothing trained, for a generative task (instruction unless overridden): the zero-shot
     reference a tuned run should beat."""
+    from lmtune.device import place
     from lmtune.methods import STRATEGIES
     from lmtune.models.loading import load_backbone
     from lmtune.tasks import TASKS
@@ -95,8 +96,7 @@ def untuned(model_name: str, overrides: list[str] | None, task_name: str = "inst
 
     cfg = resolve(resolve_config({"model": {"name": model_name}, "task": {"name": task_name}}, overrides))
     task = TASKS.build(cfg.task.name, cfg)
-    model = task.build_model(load_backbone(cfg.model, task.backbone_class, cfg.train.seed))
-    model.eval()
+    model = place(task.build_model(load_backbone(cfg.model, task.backbone_class, cfg.train.seed)).eval())
     return LoadedRun(Path("."), cfg, task, STRATEGIES.build(cfg.method.name, cfg.method), model)
 
 

@@ -83,7 +83,18 @@ def load_run_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise LmtuneError(f"{run_dir} is not an lmtune run directory (no {CONFIG_FILE}); give a folder `lmtune train` wrote")
-    return resolve_config(yaml.safe_load(path.read_text(encoding="utf-8")))
+    return resolve_config(_migrated(yaml.safe_load(path.read_text(encoding="utf-8"))))
+
+
+def _migrated(raw: dict) -> dict:
+    """A config.yaml written before model.dtype and train.precision existed: such a run loaded its base in
+    float32 and trained with `train.bf16` (a user's config saying bf16 is refused with the fix instead)."""
+    model, train = raw.get("model") or {}, raw.get("train") or {}
+    if "bf16" in train:
+        train = {k: v for k, v in train.items() if k != "bf16"} | {"precision": "bf16" if train["bf16"] else "fp32"}
+        model = {"dtype": "float32", **model}
+        raw = {**raw, "model": model, "train": train}
+    return raw
 
 
 def _flat(data: dict, prefix: tuple = ()) -> dict[tuple, Any]:

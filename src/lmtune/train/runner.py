@@ -14,12 +14,14 @@ import torch
 import yaml
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments, set_seed
 
+from lmtune.device import check_master_weights, place, trainer_precision
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.evaluator import scalar_metrics
 from lmtune.evaluate.predictions import take_predictions
 from lmtune.io import dir_bytes, write_json, write_yaml
 from lmtune.methods import STRATEGIES
 from lmtune.models.loading import load_backbone
+from lmtune.models.quantization import apply_strategy, prepare_for_training
 from lmtune.results import TrainingMetrics, write_metrics
 from lmtune.runconfig import RunConfig, resolve
 from lmtune.tasks import TASKS
@@ -62,9 +64,10 @@ def _init_source(cfg: RunConfig) -> Path | None:
 
 
 def _build_model(task, strategy, backbone, init_source: Path | None):
+    backbone.body = prepare_for_training(backbone.body)  # a quantised base: PEFT's k-bit preparation
     model = task.build_model(backbone)
     if init_source is None:
-        return strategy.apply(model)
+        return apply_strategy(strategy, model)
     rundir.check_same_base(init_source, json.loads((init_source / rundir.PROVENANCE_FILE).read_text()), backbone)
     strategy.load(model, init_source, trainable=True)
     task.load_head(model, init_source)
@@ -95,7 +98,7 @@ def _training_arguments(cfg: RunConfig, run_dir: Path, loss_only: bool, model) -
         load_best_model_at_end=bool(t.early_stopping_patience) and evaluate,
         metric_for_best_model=cfg.eval.metric,
         greater_is_better=cfg.eval.metric != "loss",
-        bf16=t.bf16,
+        **trainer_precision(t.precision, cfg.model.dtype),
         report_to="none",
         disable_tqdm=not t.progress,
         dataloader_num_workers=0,
@@ -115,6 +118,7 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
     ranks.start(sharded=cfg.train.fsdp is not None)
     run_dir = ranks.on_main(lambda: rundir.check_run_dir(cfg), "checking the run directory")
     configure_threads(cfg.train.num_threads)
+    trainer_precision(cfg.train.precision, cfg.model.dtype)  # refuses fp16 autocast on a CPU before the model loads
     set_seed(cfg.train.seed)
     strategy = STRATEGIES.build(cfg.method.name, cfg.method)
     splits, backbone, model = ranks.main_first(lambda: _load(cfg, task, strategy), "loading the data and the model")
@@ -161,7 +165,11 @@ def _load(cfg: RunConfig, task, strategy):
     splits = task.load_data()  # bad data fails here, before the model loads
     init_source = _init_source(cfg)
     backbone = load_backbone(cfg.model, task.backbone_class, cfg.train.seed)
-    return splits, backbone, _build_model(task, strategy, backbone, init_source)
+    # On the device Trainer uses (a no-op on a CPU); a quantised body stays where bitsandbytes put it and the head
+    # follows it, since Trainer moves the whole model unless the model itself says it is quantised.
+    model = place(_build_model(task, strategy, backbone, init_source))
+    check_master_weights(model, cfg.train.precision)
+    return splits, backbone, model
 
 
 def _unsharded_copy(cfg: RunConfig, task, strategy, trained: dict):

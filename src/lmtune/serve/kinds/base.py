@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import lmtune.methods  # noqa: F401  (the strategies declare the forms the readers are registered for)
+from lmtune.device import model_device
 from lmtune.errors import LmtuneError
 from lmtune.forms import Form, declared_peft_types, peft_form
 from lmtune.registry import Registry
@@ -58,7 +59,7 @@ def read_body_part(config: dict[str, Any], tensors: dict[str, torch.Tensor], mod
             f"adapters of PEFT type {peft_type!r} cannot be served yet; the server applies "
             f"{', '.join(READERS.names())} per row (serve the merged model as its own base instead)"
         )
-    device = next(model.parameters()).device  # adapters live beside the base model's weights
+    device = model_device(model)  # adapters live beside the base model's weights
     return READERS.build(peft_type).read(config, {k: v.to(device) for k, v in tensors.items()}, model)
 
 
