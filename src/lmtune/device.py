@@ -34,6 +34,12 @@ def default_device() -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
 
 
+def sharded_backend() -> str | None:
+    """The process-group backend of an FSDP run: on CUDA gloo beside nccl (as `accelerate launch --use_fsdp` sets
+    up) for the collectives on CPU tensors that offloaded or gathered FSDP state needs; None: accelerate's default."""
+    return "cuda:nccl,cpu:gloo" if cuda_available() else None
+
+
 def named_device(name: str) -> torch.device:
     """`auto` → `default_device()`; anything else (`cpu`, `cuda`, `cuda:1`) as torch reads it, checked here so a
     missing GPU is refused with the fix rather than at the first forward."""

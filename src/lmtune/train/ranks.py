@@ -45,9 +45,9 @@ def start(sharded: bool = False) -> None:
     (train.fsdp): on CUDA, gloo beside nccl, as `accelerate launch --use_fsdp` would set up, for the collectives
     on CPU tensors that offloaded or gathered FSDP state needs."""
     if distributed():
-        import torch
+        from lmtune.device import sharded_backend
 
-        _state("cuda:nccl,cpu:gloo" if sharded and torch.cuda.is_available() else None)
+        _state(sharded_backend() if sharded else None)
 
 
 def _state(backend: str | None = None):
@@ -55,10 +55,11 @@ def _state(backend: str | None = None):
     Trainer uses it (`trainer_settings`). `cpu` must be said: accelerate takes a torchrun process on a machine
     without CUDA for a single process unless told it runs on the CPU, and each rank would then train alone on all
     the data."""
-    import torch
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available(), backend=backend, timeout=TIMEOUT)
+    from lmtune.device import cuda_available
+
+    return PartialState(cpu=not cuda_available(), backend=backend, timeout=TIMEOUT)
 
 
 def trainer_settings() -> dict:
