@@ -238,12 +238,17 @@ def test_cancelling_a_waiting_request_and_shutting_down_end_every_request(served
 
 def test_prefill_groups_keep_similar_lengths_together(served):
     from lmtune.serve.requests import Sequence_
-    from lmtune.serve.scheduler import length_groups
+    from lmtune.serve.scheduler import prefill_groups
 
     engine = served["engine"]
     prompt = engine.adapter("prompt")  # 4 virtual tokens
-    rows = [Sequence_(str(i), [1] * n, adapter, SamplingParams(), print, None)
-            for i, (n, adapter) in enumerate([(4, None), (20, None), (5, None), (1, prompt), (21, None)])]
-    groups = length_groups(rows)
-    assert sorted(len(r.prompt_ids) for g in groups for r in g) == [1, 4, 5, 20, 21]  # nobody lost
-    assert [[r.id for r in g] for g in groups] == [["0", "2", "3"], ["1", "4"]]
+    echo = SamplingParams(echo=True, logprobs=0)
+    rows = [[Sequence_(str(i), [1] * n, adapter, params, print, None)]
+            for i, (n, adapter, params) in enumerate([(4, None, SamplingParams()), (20, None, SamplingParams()),
+                                                      (5, None, SamplingParams()), (1, prompt, SamplingParams()),
+                                                      (21, None, SamplingParams()), (4, None, echo), (5, None, echo),
+                                                      (4, None, echo)])]
+    groups = prefill_groups(rows, scored_tokens=10)
+    assert sorted(len(r[0].prompt_ids) for g in groups for r in g) == [1, 4, 4, 4, 5, 5, 20, 21]  # nobody lost
+    # scored prompts (echo + logprobs) apart, at most 10 prompt positions a group
+    assert [[r[0].id for r in g] for g in groups] == [["0", "2", "3"], ["1", "4"], ["5", "7"], ["6"]]

@@ -75,6 +75,13 @@ class EngineConfig(StrictModel):
     max_classify_inputs: int = Field(256, gt=0)
     """Texts one classification request may send; they are classified max_batch_size at a time, between
     generation steps."""
+    max_logprobs: int = Field(20, ge=0)
+    """The most alternatives per token a request may ask for (`logprobs`, `top_logprobs`), as vLLM's default."""
+    max_rows_per_request: int = Field(16, gt=0)
+    """The most rows one request may generate (`best_of`, or `n` times the prompts): at most max_batch_size."""
+    max_scored_prompt_tokens: int = Field(4096, gt=0)
+    """Prompt tokens whose logits one prefill keeps for echo + logprobs (each is a vocabulary-wide row of
+    floats); more wait for the next step (a single longer prompt still goes alone)."""
 
 
 class Engine(Scheduler):
@@ -102,6 +109,7 @@ class Engine(Scheduler):
         self._ids = itertools.count()
         self._running: RunningBatch | None = None
         self._tokenizer_lock = threading.Lock()
+        self._token_texts: dict[int, str] = {}
         self.failure: str | None = None
         """Why the scheduler thread stopped, when it did (shown by /health)."""
 
@@ -138,16 +146,33 @@ class Engine(Scheduler):
 
     def submit_generation(self, prompt: str | list[int], adapter: str | None, params: SamplingParams,
                           on_event: Callable[[GenerationEvent], None]) -> str:
+        """Queue `prompt` for `params.n` rows (one prefill); `on_event` hears each row's events (`event.index`)."""
         if self.base_kind != "decoder":
             raise LmtuneError(f"the base model {self.base_name} is an encoder: it classifies (/v1/classify) but cannot generate")
         self._check_alive()
-        params.check(self.cfg.max_new_tokens_limit)
+        params.check(self.cfg.max_new_tokens_limit, self.vocab_size, self.cfg.max_logprobs)
+        rows_limit = min(self.cfg.max_rows_per_request, self.cfg.max_batch_size)
+        if not 1 <= params.n <= rows_limit:
+            raise LmtuneError(f"a request may generate at most {rows_limit} rows (n, best_of, prompts; the server's "
+                              f"limit), not {params.n}: send several requests")
         served = self.adapter(adapter)
         ids = self.tokenize(prompt, limit=self.prompt_limit) if isinstance(prompt, str) else self._check_ids(prompt)
         self._check_prompt(ids, served, params.max_tokens)
-        sequence = Sequence_(f"req-{next(self._ids)}", ids, served, params, on_event, params.generator())
-        self._enqueue(self._queue, sequence)
-        return sequence.id
+        request_id = f"req-{next(self._ids)}"
+        rows = [Sequence_(request_id, ids, served, params, on_event, params.generator(i), index=i)
+                for i in range(params.n)]
+        self._enqueue(self._queue, rows)
+        return request_id
+
+    def token_text(self, token: int) -> str:
+        """One token's text as logprobs show it (cached: the same ids come back at every step)."""
+        text = self._token_texts.get(token)
+        if text is None:
+            text = self._token_texts[token] = self.tokenizer.decode([token])
+        return text
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(self._check_ids(ids))
 
     def submit_classification(self, texts: list[str], adapter: str, on_done: Callable) -> str:
         self._check_alive()
@@ -167,6 +192,11 @@ class Engine(Scheduler):
         job = ClassifyJob(f"cls-{next(self._ids)}", rows, served, on_done)
         self._enqueue(self._jobs, job)
         return job.id
+
+    @property
+    def has_tool_template(self) -> bool:
+        """Whether the base's chat template reads tools (lmtune does not parse tool calls yet either way)."""
+        return "tools" in (self.tokenizer.chat_template or "")
 
     @property
     def prompt_limit(self) -> int:
@@ -207,7 +237,7 @@ class Engine(Scheduler):
     def cancel(self, request_id: str) -> None:
         """Stop a request: a waiting one leaves the queue at once, a running one at the next step."""
         with self._wake:
-            waiting = [s for s in self._queue if s.id == request_id]
+            waiting = [rows for rows in self._queue if rows[0].id == request_id]
             jobs = [j for j in self._jobs if j.id == request_id]
             for item in waiting:
                 self._queue.remove(item)
@@ -217,7 +247,7 @@ class Engine(Scheduler):
             if running is not None and any(row.id == request_id for row in running.rows):
                 self._cancelled.add(request_id)
             self._wake.notify()
-        for sequence in waiting:
+        for sequence in (s for rows in waiting for s in rows):
             sequence.finish("cancelled")
         for job in jobs:
             job.on_done(LmtuneError("cancelled"))
@@ -272,7 +302,7 @@ class Engine(Scheduler):
             self._thread.join(timeout=30)
         with self._wake:
             waiting, jobs, self._queue, self._jobs = list(self._queue), list(self._jobs), deque(), deque()
-        for sequence in waiting + (self._running.rows if self._running else []):
+        for sequence in [s for rows in waiting for s in rows] + (self._running.rows if self._running else []):
             sequence.finish("cancelled")
         for job in jobs:
             job.on_done(LmtuneError("the server is shutting down"))

@@ -56,7 +56,7 @@ async def classified(engine: Engine, request: Request, texts: list[str], adapter
         if adapter not in engine.adapter_names():  # unloaded meanwhile
             raise unknown_model(engine, adapter) from exc
         raise ApiError(400, str(exc), param="model") from exc
-    watcher = asyncio.create_task(cancel_on_disconnect(engine, request, request_id))
+    watcher = asyncio.create_task(cancel_on_disconnect(request, lambda: engine.cancel(request_id)))
     try:
         return await done
     except asyncio.CancelledError:
