@@ -99,13 +99,17 @@ def prompts(count: int, tokenizer, length: int) -> list[list[int]]:
     return [ids[i * 3 * length : i * 3 * length + length - (i % 5) * 4] for i in range(count)]
 
 
-def run_engine(engine, requests: list[list[int]], adapters: list[str | None], max_tokens: int) -> float:
+def run_engine(engine, requests: list[list[int]], adapters: list[str | None], max_tokens: int,
+               asking: float = 0.0) -> float:
+    """Generated tokens/s; `asking`: the share of requests (spread evenly) that want logprobs (top 5 per token)."""
     from lmtune.serve.engine import SamplingParams
 
-    params = SamplingParams(max_tokens=max_tokens, ignore_eos=True)
+    plain = SamplingParams(max_tokens=max_tokens, ignore_eos=True)
+    scored = SamplingParams(max_tokens=max_tokens, ignore_eos=True, logprobs=5)
     remaining = threading.Semaphore(0)
     started = time.perf_counter()
-    for prompt, adapter in zip(requests, adapters):
+    for i, (prompt, adapter) in enumerate(zip(requests, adapters)):
+        params = scored if int((i + 1) * asking) > int(i * asking) else plain
         engine.submit_generation(prompt, adapter, params, lambda e: e.finished and remaining.release())
     for _ in requests:
         remaining.acquire()
@@ -135,6 +139,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/out/serve")
+    parser.add_argument("--logprobs-overhead", action="store_true",
+                        help="only measure tokens/s with 0, 25%% and 100%% of the rows asking for logprobs (top 5), "
+                             "on the 8-adapter mixed-kind stream")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -151,6 +158,8 @@ def main() -> None:
     engine = Engine(str(base), root, EngineConfig(max_batch_size=args.batch, memory_budget_mb=4096))
     engine.start()
     requests = prompts(args.requests, engine.tokenizer, args.prompt_tokens)
+    if args.logprobs_overhead:
+        return logprobs_overhead(engine, requests, names["mixed"], args)
     peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base).eval(), root / names["lora"][0],
                                            adapter_name=names["lora"][0])
     for name in names["lora"][1:]:
@@ -192,6 +201,24 @@ def main() -> None:
         print(f"| {label} | {row['lmtune']:.1f} ({row['lmtune'] / base_speed:.0%}) | {row['lmtune_lora']:.1f} "
               f"({row['lmtune_lora'] / base_speed:.0%}) | {row['peft']:.1f} ({row['peft'] / results['base only']['peft']:.0%}) "
               f"| {row['lmtune_lora'] / row['peft']:.2f}× |")
+
+
+def logprobs_overhead(engine, requests, names: list[str], args) -> None:
+    """tokens/s of the 8-adapter mixed stream with 0, 25% and 100% of its rows asking for logprobs (top 5)."""
+    mixed = [names[i % 8] for i in range(len(requests))]
+    shares = {"0%": 0.0, "25%": 0.25, "100%": 1.0}
+    run_engine(engine, requests[: args.batch], mixed[: args.batch], 4, 1.0)  # warm-up, first loads
+    speeds: dict[str, list[float]] = {label: [] for label in shares}
+    for _ in range(args.repeats):  # interleaved, so a busy moment of the machine hits every share alike
+        for label, share in shares.items():
+            speeds[label].append(run_engine(engine, requests, mixed, args.max_tokens, share))
+            print(f"logprobs asked by {label:>4} of rows: {speeds[label][-1]:7.1f} tok/s", flush=True)
+    engine.shutdown()
+    medians = {label: statistics.median(v) for label, v in speeds.items()}
+    Path(args.out, f"logprobs-{args.model}.json").write_text(json.dumps({"runs": speeds, "medians": medians}, indent=2))
+    print("\n| rows asking for logprobs (top 5) | tokens/s (median) | vs none |\n|---|---|---|")
+    for label, speed in medians.items():
+        print(f"| {label} | {speed:.1f} | {speed / medians['0%']:.0%} |")
 
 
 if __name__ == "__main__":
