@@ -66,9 +66,9 @@ def llguidance_walk(tokenizer, vocab: int, ids: list[int]):
 
 def _byte_vocabulary(tokenizer) -> dict[bytes, list[int]]:
     """Each token's bytes (byte-level BPE spells bytes as printable characters: GPT-2's table undoes it)."""
-    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
-
-    decoder = {c: b for b, c in bytes_to_unicode().items()}
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted = [b for b in range(256) if b not in printable]
+    decoder = {chr(b): b for b in printable} | {chr(256 + i): b for i, b in enumerate(shifted)}  # GPT-2's table
     vocabulary: dict[bytes, list[int]] = {}
     for token, token_id in tokenizer.get_vocab().items():
         if token_id in tokenizer.all_special_ids:
@@ -99,18 +99,27 @@ def outlines_walk(tokenizer, vocab: int, ids: list[int]):
 
 
 def lmfe_walk(tokenizer, vocab: int, ids: list[int]):
-    from lmformatenforcer import JsonSchemaParser, TokenEnforcer
-    from lmformatenforcer.integrations.transformers import build_token_enforcer_tokenizer_data
+    from lmformatenforcer import JsonSchemaParser, TokenEnforcer, TokenEnforcerTokenizerData
 
     started = time.perf_counter()
-    enforcer = TokenEnforcer(build_token_enforcer_tokenizer_data(tokenizer), JsonSchemaParser(SCHEMA))
+    # Its transformers integration imports modules transformers 5 moved; this is that integration's own recipe.
+    zero = tokenizer.encode("0", add_special_tokens=False)[-1]
+    special = set(tokenizer.all_special_ids)
+    regular = []
+    for token in range(vocab):
+        if token not in special:
+            after_zero, alone = tokenizer.decode([zero, token])[1:], tokenizer.decode([token])
+            regular.append((token, after_zero, len(after_zero) > len(alone)))
+    data = TokenEnforcerTokenizerData(regular, lambda t: tokenizer.decode(t).rstrip("\ufffd"), tokenizer.eos_token_id,
+                                      False, vocab)
+    enforcer = TokenEnforcer(data, JsonSchemaParser(SCHEMA))
     compile_s = time.perf_counter() - started
     times = []
     for k, token in enumerate(ids):
         started = time.perf_counter()
         allowed = enforcer.get_allowed_tokens(ids[:k])
         mask = torch.zeros(vocab, dtype=torch.bool)
-        mask[list(allowed)] = True
+        mask[list(getattr(allowed, "allowed_tokens", allowed))] = True
         assert mask[token], token
         times.append(time.perf_counter() - started)
     return compile_s, times
@@ -126,9 +135,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from transformers import AutoConfig, AutoTokenizer
+
     from lmtune.config.schema import ModelConfig
     from lmtune.models.loading import resolve_model_path
-    from transformers import AutoConfig, AutoTokenizer
 
     folder = resolve_model_path(ModelConfig(name="smollm2"))
     tokenizer = AutoTokenizer.from_pretrained(folder)

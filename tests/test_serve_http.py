@@ -267,7 +267,9 @@ BAD_REQUESTS = [
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
      400, "'tools' is not supported: the base model's chat template has no tool support"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
-                              "response_format": {"type": "json_object"}}, 400, "'response_format' is not supported"),
+                              "response_format": {"type": "grammar"}}, 400, "response_format.type"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
+                              "response_format": {"type": "json_schema"}}, 400, "json_schema"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "data:,"}}]}]}, 400, "messages.0.content.0.type"),
     ("/v1/chat/completions", {"messages": [{"role": "tool", "content": "4", "tool_call_id": "a"}]}, 400, "tool"),

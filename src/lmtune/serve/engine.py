@@ -34,6 +34,7 @@ from lmtune.serve.running import RunningBatch
 from lmtune.serve.sampling import SamplingParams
 from lmtune.serve.scheduler import Scheduler
 from lmtune.serve.store import AdapterInfo, AdapterStore
+from lmtune.serve.structured import JsonGrammars
 
 __all__ = ["Engine", "EngineConfig", "EngineDead", "EngineObserver", "GenerationEvent", "Overloaded", "SamplingParams",
            "AdapterInfo"]
@@ -133,6 +134,7 @@ class Engine(Scheduler):
         self.context = int(getattr(config, "max_position_embeddings", 0) or 2048)
         self.vocab_size = self.model.get_input_embeddings().num_embeddings
         self.max_token_chars = max_token_chars(self.tokenizer)
+        self.json_grammars = JsonGrammars(self.tokenizer, self.vocab_size, self.end_ids)
 
     # ---- submitting --------------------------------------------------------------------------------------------
     def adapter(self, name: str | None) -> ServedAdapter | None:
@@ -158,8 +160,10 @@ class Engine(Scheduler):
         served = self.adapter(adapter)
         ids = self.tokenize(prompt, limit=self.prompt_limit) if isinstance(prompt, str) else self._check_ids(prompt)
         self._check_prompt(ids, served, params.max_tokens)
+        compiled = self.json_grammars.compile(*params.response_format) if params.response_format else None
         request_id = f"req-{next(self._ids)}"
-        rows = [Sequence_(request_id, ids, served, params, on_event, params.generator(i), index=i)
+        rows = [Sequence_(request_id, ids, served, params, on_event, params.generator(i), index=i,
+                          grammar=self.json_grammars.row(compiled) if compiled is not None else None)
                 for i in range(params.n)]
         self._enqueue(self._queue, rows)
         return request_id

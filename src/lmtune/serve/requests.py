@@ -50,6 +50,8 @@ class Sequence_:
     prompt_logprobs: list[TokenLogprob] | None = None
     """Set by the prefill when the request echoes the prompt with logprobs; sent with the first event."""
     cumulative_logprob: float = 0.0
+    grammar: object | None = None
+    """With a JSON response_format: the row's place in its grammar (serve/structured.py: RowGrammar)."""
     _new_logprobs: list[TokenLogprob] | None = field(default=None, repr=False)
     _started: bool = field(default=False, repr=False)
     _decoder: IncrementalDecoder | None = field(default=None, repr=False)

@@ -50,6 +50,8 @@ class SamplingParams:
     """Added to these tokens' logits (-100..100; -100 bans a token, 100 all but forces it)."""
     min_tokens: int = 0
     """No end of sequence and no stop string before this many tokens."""
+    response_format: tuple[str, dict | None] | None = None
+    """("json_object", None) or ("json_schema", schema): the text is constrained to JSON (serve/structured.py)."""
 
     def check(self, limit: int, vocab_size: int | None = None, max_logprobs: int = 20) -> None:
         """Refuse what would fail inside a batch; `not a <= x <= b` also refuses NaN."""
@@ -73,6 +75,8 @@ class SamplingParams:
             raise LmtuneError(f"repetition_penalty must be in (0, 10], not {self.repetition_penalty}")
         if not 0 <= self.min_tokens <= max(self.max_tokens, 0):
             raise LmtuneError(f"min_tokens must be between 0 and max_tokens ({self.max_tokens}), not {self.min_tokens}")
+        if self.ignore_eos and self.response_format is not None:
+            raise LmtuneError("ignore_eos cannot go with JSON output: the grammar ends with the end of sequence")
         self._check_bias(vocab_size)
 
     def _check_bias(self, vocab_size: int | None) -> None:

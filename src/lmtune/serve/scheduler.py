@@ -179,7 +179,11 @@ class Scheduler:
             try:  # one row's failure (NaN logits from a broken adapter) is that row's alone
                 params = sequence.params
                 processed = process_logits(logits[row], params, sequence.prompt_ids, sequence.generated, self.end_ids)
+                if sequence.grammar is not None:  # JSON output: only what the grammar allows next
+                    processed = sequence.grammar.apply(processed)
                 token = next_token(processed, params, sequence.generator)
+                if sequence.grammar is not None:
+                    sequence.grammar.accept(token)
                 scored = params.logprobs is not None or params.n > 1
                 logprob = token_logprobs(logits[row][None], [token], params.logprobs or 0)[0] if scored else None
             except Exception as err:  # noqa: BLE001

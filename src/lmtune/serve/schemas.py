@@ -78,6 +78,25 @@ class StreamOptions(_Strict):
     """Send a last chunk with token usage (and no choices) before `[DONE]`."""
 
 
+class JsonSchemaFormat(_Strict):
+    name: str | None = None
+    description: str | None = None
+    schema_: dict = Field(alias="schema")
+    """The JSON schema the output follows."""
+    strict: bool | None = None
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def constraint(self) -> tuple[str, dict | None]:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ApiError(400, "response_format json_schema needs 'json_schema': {'name': ..., 'schema': {...}}",
+                           param="response_format.json_schema")
+        return self.type, self.json_schema.schema_ if self.type == "json_schema" else None
+
+
 class _Sampling(_Strict):
     model: str | None = None
     """The adapter's name, or the base model's name, or left out for the base model."""
@@ -101,8 +120,9 @@ class _Sampling(_Strict):
     """Token id → bias added to its logit (-100..100)."""
     min_tokens: int = Field(0, ge=0)
     """vLLM's: no end of sequence and no stop string before this many tokens."""
+    response_format: ResponseFormat | None = None
+    """`{"type": "json_object"}` or `{"type": "json_schema", "json_schema": {"schema": {...}}}`: JSON output."""
     # Fields OpenAI documents that lmtune cannot honour: accepted by name so the refusal can say why (REFUSED).
-    response_format: Any = None
     tools: Any = None
     tool_choice: Any = None
     parallel_tool_calls: Any = None
@@ -117,6 +137,8 @@ class _Sampling(_Strict):
                                 presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
                                 repetition_penalty=self.repetition_penalty, logit_bias=dict(self.logit_bias or {}),
                                 min_tokens=self.min_tokens)
+        if self.response_format is not None and self.response_format.type != "text":
+            params.response_format = self.response_format.constraint()
         if self.max_tokens is not None:
             params.max_tokens = self.max_tokens
         return params
@@ -197,7 +219,6 @@ _NO_TOOLS = "the base model's chat template has no tool support, so tool calls c
 REFUSED = {
     "tools": _NO_TOOLS, "tool_choice": _NO_TOOLS, "parallel_tool_calls": _NO_TOOLS, "functions": _NO_TOOLS,
     "function_call": _NO_TOOLS,
-    "response_format": "JSON output (json_object, json_schema) is not served yet; only {'type': 'text'}",
     "suffix": "the base model has no fill-in-the-middle tokens, so text after the insertion cannot be given",
     "modalities": "lmtune serves text models: only ['text'] output",
     "audio": "lmtune serves text models: no audio output",
@@ -206,7 +227,6 @@ REFUSED = {
     "reasoning_effort": "the served models are not reasoning models",
 }
 ACCEPTED = {
-    "response_format": lambda v: isinstance(v, dict) and v.get("type") == "text" and len(v) == 1,
     "modalities": lambda v: v == ["text"],
     "tool_choice": lambda v: v == "none",
     "parallel_tool_calls": lambda v: True,  # meaningless without tools, which are refused on their own
