@@ -400,7 +400,8 @@ def test_logit_bias_and_min_tokens(served):
     first, second = banned.topk(2).indices.tolist()
     events = _events(engine, "copy red 3", "lora", SamplingParams(max_tokens=2, logprobs=0, logit_bias={first: -100}))
     assert _generated(events[0])[0].token == second  # the best token banned: the next best comes
-    forced = _events(engine, "copy red 3", "lora", SamplingParams(max_tokens=8, logit_bias={eos: 100}))[0][-1]
-    assert forced.completion_tokens == 0 and forced.finish_reason == "stop"
+    forced = _events(engine, "copy red 3", "lora", SamplingParams(max_tokens=8, logit_bias={eos: 100}, logprobs=0))[0]
+    assert forced[-1].completion_tokens == 1 and forced[-1].finish_reason == "stop"  # the end token counts
+    assert [e.token for e in _generated(forced)] == [eos]  # and has its logprob (the harness drops the last entry)
     held = _events(engine, "copy red 3", "lora", SamplingParams(max_tokens=8, logit_bias={eos: 100}, min_tokens=3))
-    assert held[0][-1].completion_tokens == 3 and held[0][-1].finish_reason == "stop"
+    assert held[0][-1].completion_tokens == 4 and held[0][-1].finish_reason == "stop"  # 3, then the end

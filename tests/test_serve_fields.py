@@ -42,6 +42,12 @@ def test_echo_with_logprobs_scores_token_id_prompts_as_lm_eval_sends_them(oai, e
             assert lp.tokens[j] == engine.token_text(ids[j])
             assert max(lp.top_logprobs[j].values()) == pytest.approx(float(reference[j - 1].max()), abs=1e-4)
         assert lp.text_offset[0] == 0 and lp.text_offset[1] == len(lp.tokens[0])
+    # lm-eval reads token_logprobs[ctxlen:-1]: the last entry must be the generated one, even when it is the end
+    eos = str(engine.end_ids[0])
+    ended = oai.completions.create(model=adapter, prompt=prompts[0], echo=True, logprobs=1, max_tokens=1,
+                                   logit_bias={eos: 100}).choices[0]
+    assert ended.finish_reason == "stop" and len(ended.logprobs.token_logprobs) == len(prompts[0]) + 1
+    assert ended.logprobs.token_logprobs[:-1] == out.choices[0].logprobs.token_logprobs[:-1]
     scored = oai.completions.create(model=adapter, prompt=prompts[0], echo=True, logprobs=0, max_tokens=0)
     assert len(scored.choices[0].logprobs.token_logprobs) == len(prompts[0]) and scored.usage.completion_tokens == 0
 

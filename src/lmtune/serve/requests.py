@@ -64,13 +64,13 @@ class Sequence_:
         searched for stop strings (a stop string in text already sent would have ended the generation then)."""
         if self._decoder is None:
             self._decoder = IncrementalDecoder(tokenizer)
-        if token in end_ids and not self.params.ignore_eos:
-            return self._emit(self._held + self._decoder.pending, "stop")
-        self.generated.append(token)
+        self.generated.append(token)  # the end token too: it counts, and has its logprob, as in vLLM
         if logprob is not None:
             self.cumulative_logprob += logprob.logprob
             if self.params.logprobs is not None:
                 self._new_logprobs = [*(self._new_logprobs or []), logprob]
+        if token in end_ids and not self.params.ignore_eos:
+            return self._emit(self._held + self._decoder.pending, "stop")
         self._held += self._decoder.add(token)
         unsent = self._held + self._decoder.pending  # pending may end in half a character: never sent mid-stream
         early = len(self.generated) < self.params.min_tokens  # min_tokens: no stop string yet (as vLLM)
