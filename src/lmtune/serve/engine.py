@@ -198,6 +198,11 @@ class Engine(Scheduler):
         return job.id
 
     @property
+    def has_fim_tokens(self) -> bool:
+        """Whether the tokenizer has fill-in-the-middle tokens (StarCoder's spelling; SmolLM2's has none)."""
+        return "<fim_middle>" in self.tokenizer.get_vocab()
+
+    @property
     def has_tool_template(self) -> bool:
         """Whether the base's chat template reads tools (lmtune does not parse tool calls yet either way)."""
         return "tools" in (self.tokenizer.chat_template or "")

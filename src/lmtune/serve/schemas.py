@@ -43,7 +43,7 @@ def overloaded_error(exc: Overloaded) -> ApiError:
                     headers={"Retry-After": str(retry)})
 
 
-_TYPE_TAGS = {"str", "int", "float", "bool", "none", "dict", "TextPart", "list[list[int]]"}
+_TYPE_TAGS = {"str", "int", "float", "bool", "none", "dict", "TextPart"}
 _TYPE_TAG_PREFIXES = ("list[", "function-", "tagged-union[", "json-or-python[", "lax-or-strict[", "nullable[")
 
 
@@ -143,7 +143,7 @@ class _Sampling(_Strict):
             params.max_tokens = self.max_tokens
         return params
 
-    def refuse_unservable(self, has_tool_template: bool) -> None:
+    def refuse_unservable(self, has_tool_template: bool, has_fim_tokens: bool = False) -> None:
         """400 naming the first field set that lmtune cannot honour, and why (never a bare "unknown field")."""
         for name in self.model_fields_set:
             value = getattr(self, name)
@@ -152,6 +152,9 @@ class _Sampling(_Strict):
                 continue
             if name in TOOL_FIELDS and has_tool_template:
                 reason = "tool calls are not parsed from the model's output yet (its chat template has tools)"
+            if name == "suffix" and has_fim_tokens:
+                reason = ("fill-in-the-middle prompts are not built yet (the tokenizer has FIM tokens, but whether "
+                          "the model was trained on them is unknown): put the text before the gap in the prompt")
             raise ApiError(400, f"'{name}' is not supported: {reason}", param=name, code="unsupported_field")
 
 

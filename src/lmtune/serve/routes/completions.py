@@ -21,7 +21,7 @@ router = APIRouter()
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request, engine: EngineDep, metrics: MetricsDep):
     started = time.perf_counter()
-    body.refuse_unservable(engine.has_tool_template)
+    body.refuse_unservable(engine.has_tool_template, engine.has_fim_tokens)
     adapter = resolve_adapter(engine, body.model, request)
     params = body.sampling()
     params.logprobs, params.echo = body.logprobs, body.echo
