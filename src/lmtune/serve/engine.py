@@ -10,6 +10,7 @@ batch; an error inside a step still fails only the row that causes it.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -130,6 +131,7 @@ class Engine(Scheduler):
         self.body = self.model.base_model  # the transformer without the LM head: classification heads read it
         self.tokenizer = backbone.tokenizer
         self.base_path, self.weights_hash = backbone.path, backbone.weights_hash
+        self.pooling, self.normalize_embeddings = backbone.pooling, normalizes(backbone.path)
         self.end_ids = end_ids_of(self.tokenizer, self.model)
         self.context = int(getattr(config, "max_position_embeddings", 0) or 2048)
         self.vocab_size = self.model.get_input_embeddings().num_embeddings
@@ -179,21 +181,29 @@ class Engine(Scheduler):
         return self.tokenizer.decode(self._check_ids(ids))
 
     def submit_classification(self, texts: list[str], adapter: str, on_done: Callable) -> str:
-        self._check_alive()
-        if not texts or not all(isinstance(t, str) for t in texts):
-            raise LmtuneError("classification needs a non-empty list of texts")
-        if len(texts) > self.cfg.max_classify_inputs:
-            raise LmtuneError(f"{len(texts)} inputs in one classification request; the server takes at most "
-                              f"{self.cfg.max_classify_inputs} (--max-classify-inputs): send several requests")
         served = self.adapter(adapter)
         if served is None or served.head is None:
             raise LmtuneError(f"{adapter or self.base_name!r} has no classification head; name a classification adapter")
-        limit = served.max_length or self.context
-        rows = [self.tokenize(text, truncate=limit, truncation=True, max_length=limit) for text in texts]
+        return self._submit_rows(texts, served, on_done, embed=False)
+
+    def submit_embedding(self, inputs: list[str | list[int]], adapter: str | None, on_done: Callable) -> str:
+        """Each input's embedding with `adapter` applied (None: the base model), pooled as `classify.embedding` says."""
+        return self._submit_rows(inputs, self.adapter(adapter), on_done, embed=True)
+
+    def _submit_rows(self, texts: list, served: ServedAdapter | None, on_done: Callable, embed: bool) -> str:
+        self._check_alive()
+        if not texts or not all(isinstance(t, (str, list)) for t in texts):
+            raise LmtuneError("the input must be a non-empty list of texts (or token-id lists)")
+        if len(texts) > self.cfg.max_classify_inputs:
+            raise LmtuneError(f"{len(texts)} inputs in one request; the server takes at most "
+                              f"{self.cfg.max_classify_inputs} (--max-classify-inputs): send several requests")
+        limit = (served.max_length if served is not None else None) or self.context
+        rows = [self.tokenize(text, truncate=limit, truncation=True, max_length=limit) if isinstance(text, str)
+                else self._check_ids(text)[:limit] for text in texts]
         empty = [i for i, row in enumerate(rows) if not row]
         if empty:
             raise LmtuneError(f"input {empty[0]} is empty (no tokens): every input needs some text")
-        job = ClassifyJob(f"cls-{next(self._ids)}", rows, served, on_done)
+        job = ClassifyJob(f"cls-{next(self._ids)}", rows, served, on_done, embed=embed)
         self._enqueue(self._jobs, job)
         return job.id
 
@@ -373,6 +383,15 @@ class Engine(Scheduler):
         if isinstance(box[0], Exception):
             raise box[0]
         return box[0]
+
+
+def normalizes(path: Path) -> bool:
+    """Whether a sentence-transformers folder ends in a Normalize module (its embeddings are unit vectors)."""
+    modules = path / "modules.json"
+    try:
+        return any(str(m.get("type", "")).endswith("Normalize") for m in json.loads(modules.read_text()))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def max_token_chars(tokenizer) -> int:

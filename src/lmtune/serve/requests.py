@@ -104,14 +104,17 @@ class Sequence_:
 
 @dataclass
 class ClassifyJob:
-    """Texts tokenised when the request arrived (never on the engine thread); classified a batch at a time."""
+    """Texts tokenised when the request arrived (never on the engine thread); classified (or embedded) a batch at a
+    time."""
 
     id: str
     rows: list[list[int]]
     adapter: ServedAdapter
-    on_done: Callable[[list[dict] | Exception], None]
-    results: list[dict] = field(default_factory=list)
+    on_done: Callable[[list | Exception], None]
+    results: list = field(default_factory=list)
     failed: bool = False
+    embed: bool = False
+    """An embedding job: each row's pooled vector instead of its head's label."""
 
     def take(self, count: int) -> list[list[int]]:
         """The next `count` rows not yet classified."""

@@ -251,6 +251,25 @@ class ClassifyRequest(_Strict):
     user: str | None = None
 
 
+class EmbeddingRequest(_Strict):
+    model: str | None = None
+    """The adapter whose embeddings to compute (or the base model, or left out)."""
+    input: str | list[str] | list[int] | list[list[int]]
+    """A text, texts, token ids, or lists of token ids."""
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+    def inputs(self) -> list[str | list[int]]:
+        if isinstance(self.input, str):
+            return [self.input]
+        if self.input and isinstance(self.input[0], int):
+            return [self.input]
+        if not self.input:
+            raise ApiError(400, "'input' is empty", param="input")
+        return list(self.input)
+
+
 class LoadAdapterRequest(_Strict):
     name: str = Field(pattern=ADAPTER_NAME)
     """The name requests will use in `model`."""
