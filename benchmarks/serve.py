@@ -31,6 +31,7 @@ import torch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KINDS = ("lora", "bottleneck", "prompt", "p_tuning", "prefix")
+LONG_JSON = {"type": "object", "properties": {"story": {"type": "string", "minLength": 2000}}, "required": ["story"]}
 
 
 def base_folder(name: str, out: Path) -> Path:
@@ -99,17 +100,31 @@ def prompts(count: int, tokenizer, length: int) -> list[list[int]]:
     return [ids[i * 3 * length : i * 3 * length + length - (i % 5) * 4] for i in range(count)]
 
 
-def run_engine(engine, requests: list[list[int]], adapters: list[str | None], max_tokens: int) -> float:
+def run_engine(engine, requests: list[list[int]], adapters: list[str | None], max_tokens: int,
+               asking: float = 0.0, field: str = "logprobs") -> float:
+    """Generated tokens/s; `asking`: the share of requests (spread evenly) that ask for `field`: logprobs (top 5 per
+    token) or JSON output (LONG_JSON: an object whose one string is too long to end within max_tokens, so JSON rows
+    generate as many tokens as the others; tokens are counted all the same)."""
     from lmtune.serve.engine import SamplingParams
 
-    params = SamplingParams(max_tokens=max_tokens, ignore_eos=True)
+    plain = SamplingParams(max_tokens=max_tokens, ignore_eos=True)
+    special = (SamplingParams(max_tokens=max_tokens, ignore_eos=True, logprobs=5) if field == "logprobs" else
+               SamplingParams(max_tokens=max_tokens, response_format=("json_schema", LONG_JSON)))
     remaining = threading.Semaphore(0)
+    tokens = []
+
+    def on_event(event):
+        if event.finished:
+            tokens.append(event.completion_tokens)
+            remaining.release()
+
     started = time.perf_counter()
-    for prompt, adapter in zip(requests, adapters):
-        engine.submit_generation(prompt, adapter, params, lambda e: e.finished and remaining.release())
+    for i, (prompt, adapter) in enumerate(zip(requests, adapters)):
+        params = special if int((i + 1) * asking) > int(i * asking) else plain
+        engine.submit_generation(prompt, adapter, params, on_event)
     for _ in requests:
         remaining.acquire()
-    return len(requests) * max_tokens / (time.perf_counter() - started)
+    return sum(tokens) / (time.perf_counter() - started)
 
 
 def run_peft(model, tokenizer, requests, adapters, max_tokens: int, batch: int) -> float:
@@ -135,6 +150,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/out/serve")
+    parser.add_argument("--fields-overhead", action="store_true",
+                        help="only measure tokens/s with 0, 25%% and 100%% of the rows asking for logprobs (top 5) "
+                             "and for JSON output, on the 8-adapter mixed-kind stream")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -151,6 +169,8 @@ def main() -> None:
     engine = Engine(str(base), root, EngineConfig(max_batch_size=args.batch, memory_budget_mb=4096))
     engine.start()
     requests = prompts(args.requests, engine.tokenizer, args.prompt_tokens)
+    if args.fields_overhead:
+        return fields_overhead(engine, requests, names["mixed"], args)
     peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base).eval(), root / names["lora"][0],
                                            adapter_name=names["lora"][0])
     for name in names["lora"][1:]:
@@ -192,6 +212,30 @@ def main() -> None:
         print(f"| {label} | {row['lmtune']:.1f} ({row['lmtune'] / base_speed:.0%}) | {row['lmtune_lora']:.1f} "
               f"({row['lmtune_lora'] / base_speed:.0%}) | {row['peft']:.1f} ({row['peft'] / results['base only']['peft']:.0%}) "
               f"| {row['lmtune_lora'] / row['peft']:.2f}× |")
+
+
+def fields_overhead(engine, requests, names: list[str], args) -> None:
+    """tokens/s of the 8-adapter mixed stream with 0, 25% and 100% of its rows asking for logprobs (top 5), and for
+    JSON output (json_object), all scenarios interleaved in each repeat."""
+    mixed = [names[i % 8] for i in range(len(requests))]
+    scenarios = {("none", "0%"): ("logprobs", 0.0)}
+    for field in ("logprobs", "json"):
+        for label, share in (("25%", 0.25), ("100%", 1.0)):
+            scenarios[(field, label)] = (field, share)
+    run_engine(engine, requests[: args.batch], mixed[: args.batch], 4, 1.0, "json")  # warm-up: loads, compiles
+    speeds: dict[tuple, list[float]] = {key: [] for key in scenarios}
+    for _ in range(args.repeats):  # interleaved, so a busy moment of the machine hits every scenario alike
+        for key, (field, share) in scenarios.items():
+            speeds[key].append(run_engine(engine, requests, mixed, args.max_tokens, share, field))
+            print(f"{key[0]:>8} asked by {key[1]:>4} of rows: {speeds[key][-1]:7.1f} tok/s", flush=True)
+    engine.shutdown()
+    medians = {key: statistics.median(v) for key, v in speeds.items()}
+    record = {" ".join(key): {"runs": speeds[key], "median": medians[key]} for key in scenarios}
+    Path(args.out, f"fields-{args.model}.json").write_text(json.dumps(record, indent=2))
+    base = medians[("none", "0%")]
+    print("\n| rows asking | for | tokens/s (median) | vs none |\n|---|---|---|---|")
+    for (field, label), speed in medians.items():
+        print(f"| {label} | {field} | {speed:.1f} | {speed / base:.0%} |")
 
 
 if __name__ == "__main__":

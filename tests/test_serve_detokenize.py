@@ -36,9 +36,9 @@ class FullRedecode:
     finished: bool = False
 
     def accept(self, token: int, tokenizer, end_ids: list[int]) -> None:
+        self.generated.append(token)  # the end token counts as generated (it decodes to nothing)
         if token in end_ids and not self.params.ignore_eos:
             return self._emit(self._text(tokenizer), "stop")
-        self.generated.append(token)
         text = self._text(tokenizer)
         cut = [text.find(s) for s in self.params.stop if s in text]
         if cut:

@@ -239,12 +239,170 @@ def test_cancelling_a_waiting_request_and_shutting_down_end_every_request(served
 
 def test_prefill_groups_keep_similar_lengths_together(served):
     from lmtune.serve.requests import Sequence_
-    from lmtune.serve.scheduler import length_groups
+    from lmtune.serve.scheduler import prefill_groups
 
     engine = served["engine"]
     prompt = engine.adapter("prompt")  # 4 virtual tokens
-    rows = [Sequence_(str(i), [1] * n, adapter, SamplingParams(), print, None)
-            for i, (n, adapter) in enumerate([(4, None), (20, None), (5, None), (1, prompt), (21, None)])]
-    groups = length_groups(rows)
-    assert sorted(len(r.prompt_ids) for g in groups for r in g) == [1, 4, 5, 20, 21]  # nobody lost
-    assert [[r.id for r in g] for g in groups] == [["0", "2", "3"], ["1", "4"]]
+    echo = SamplingParams(echo=True, logprobs=0)
+    rows = [[Sequence_(str(i), [1] * n, adapter, params, print, None)]
+            for i, (n, adapter, params) in enumerate([(4, None, SamplingParams()), (20, None, SamplingParams()),
+                                                      (5, None, SamplingParams()), (1, prompt, SamplingParams()),
+                                                      (21, None, SamplingParams()), (4, None, echo), (5, None, echo),
+                                                      (4, None, echo)])]
+    groups = prefill_groups(rows, scored_tokens=10)
+    assert sorted(len(r[0].prompt_ids) for g in groups for r in g) == [1, 4, 4, 4, 5, 5, 20, 21]  # nobody lost
+    # scored prompts (echo + logprobs) apart, at most 10 prompt positions a group
+    assert [[r[0].id for r in g] for g in groups] == [["0", "2", "3"], ["1", "4"], ["5", "7"], ["6"]]
+
+
+# ---- request fields: logprobs and echo, n rows, penalties ----------------------------------------------------
+
+
+def _events(engine, prompt, adapter, params) -> dict[int, list]:
+    """Every event of one request, by row, once all its rows have finished."""
+    events: dict[int, list] = {}
+    done = threading.Semaphore(0)
+
+    def on_event(event):
+        events.setdefault(event.index, []).append(event)
+        if event.finished:
+            done.release()
+
+    engine.start()
+    engine.submit_generation(prompt, adapter, params, on_event)
+    for _ in range(params.n):
+        assert done.acquire(timeout=60)
+    assert all(e[-1].finish_reason in ("stop", "length") for e in events.values()), events
+    return events
+
+
+def _generated(events) -> list:
+    return [entry for e in events for entry in e.logprobs or []]
+
+
+def _trained_logprobs(served, name, ids) -> torch.Tensor:
+    """log-softmax of the trained model's own full forward over `ids` (what `lmtune eval` loads), outside the server."""
+    model = load_run(served["root"] / name).model.body
+    with torch.no_grad():
+        return torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, -len(ids):].float(), -1)
+
+
+def test_logprobs_with_and_without_echo_equal_a_full_forward_in_a_mixed_batch(served):
+    """LoRA, bottleneck, prompt-tuning, p-tuning and prefix rows decode together, some echoing their prompt; every
+    reported log-probability (prompt and generated tokens, and the top alternatives) equals the trained adapter's
+    own full forward over prompt + generated text."""
+    engine = served["engine"]
+    names = ["lora", "bottleneck-series", "prompt", "p-tuning", "prefix", "bottleneck-parallel"]
+    echo = [True, False, True, False, True, True]
+    results: dict[int, list] = {}
+    done = threading.Semaphore(0)
+    engine.start()
+    with engine._wake:  # queue them all before the scheduler looks: one prefill group, one decode batch
+        for row, (name, prompt) in enumerate(zip(names, PROMPTS)):
+            params = SamplingParams(max_tokens=3, logprobs=2, echo=echo[row], ignore_eos=True)
+            engine.submit_generation(prompt, name, params, lambda e, r=row: (
+                results.setdefault(r, []).append(e), e.finished and done.release()))
+    for _ in names:
+        assert done.acquire(timeout=60)
+    for row, name in enumerate(names):
+        events = results[row]
+        prompt_ids = engine.tokenizer(PROMPTS[row])["input_ids"]
+        generated = _generated(events)
+        ids = prompt_ids + [g.token for g in generated]
+        reference = _trained_logprobs(served, name, ids)
+        if echo[row]:
+            scored = events[0].prompt_logprobs
+            assert [s.token for s in scored] == prompt_ids and scored[0].logprob is None
+            for j, entry in enumerate(scored[1:], start=1):
+                assert abs(entry.logprob - reference[j - 1, prompt_ids[j]]) < 1e-4
+                assert [t for t, _ in entry.top] == reference[j - 1].topk(2).indices.tolist()
+        else:
+            assert events[0].prompt_logprobs is None
+        assert len(generated) == 3
+        for k, entry in enumerate(generated):
+            position = len(prompt_ids) - 1 + k
+            assert abs(entry.logprob - reference[position, entry.token]) < 1e-4, (name, k)
+            assert entry.token == int(reference[position].argmax())  # greedy
+            top = reference[position].topk(2)
+            assert [t for t, _ in entry.top] == top.indices.tolist()
+            assert max(abs(lp - v) for (_, lp), v in zip(entry.top, top.values.tolist())) < 1e-4
+
+
+def test_max_tokens_zero_with_echo_scores_the_prompt_only(served):
+    events = _events(served["engine"], "copy red 3", "lora", SamplingParams(max_tokens=0, echo=True, logprobs=0))
+    (only,) = events[0]
+    assert only.finished and only.completion_tokens == 0 and only.text == "" and only.logprobs == []
+    assert len(only.prompt_logprobs) == len(served["engine"].tokenizer("copy red 3")["input_ids"])
+
+
+class _Prefills:
+    def __init__(self):
+        self.rows = 0
+
+    def on_step(self, batch_size, new_tokens, prefill_rows):
+        self.rows += prefill_rows
+
+    def on_queue(self, depth): ...
+
+
+def test_n_rows_share_one_prefill_and_each_samples_with_its_own_seed(served):
+    observer = _Prefills()
+    engine = Engine(str(served["model"]), served["root"], EngineConfig(max_batch_size=4), observer=observer)
+    try:
+        params = SamplingParams(max_tokens=6, temperature=1.0, seed=5, n=3, ignore_eos=True)
+        rows = _events(engine, "copy red 3", "prefix", params)
+        assert observer.rows == 1  # one prompt, one prefill row, three choices
+        texts = ["".join(e.text for e in rows[i]) for i in range(3)]
+        for i, text in enumerate(texts):  # row i samples as a lone request with seed 5 + i would
+            one = SamplingParams(max_tokens=6, temperature=1.0, seed=5 + i, ignore_eos=True)
+            assert text == "".join(e.text for e in _events(engine, "copy red 3", "prefix", one)[0])
+        assert len(set(texts)) > 1, "three seeds gave one text: the test could not tell rows apart"
+    finally:
+        engine.shutdown()
+
+
+def _penalised_by_hand(logits: torch.Tensor, prompt: list[int], generated: list[int], repetition: float,
+                       frequency: float, presence: float) -> torch.Tensor:
+    """vLLM's definitions, written out token by token (not through lmtune.serve.sampling)."""
+    out = logits.clone()
+    for token in set(prompt) | set(generated):
+        out[token] = out[token] / repetition if out[token] > 0 else out[token] * repetition
+    for token in set(generated):
+        out[token] -= frequency * generated.count(token) + presence
+    return out
+
+
+def test_penalties_change_greedy_decoding_as_computed_by_hand(served):
+    engine = served["engine"]
+    prompt = "copy the the the new 5 blue"
+    ids = engine.tokenizer(prompt)["input_ids"]
+    plain = [e.token for e in _generated(_events(engine, prompt, "lora", SamplingParams(max_tokens=6, logprobs=0,
+                                                                                         ignore_eos=True))[0])]
+    knobs = {"repetition_penalty": 1.5, "frequency_penalty": 1.0, "presence_penalty": 0.5}
+    params = SamplingParams(max_tokens=6, logprobs=0, ignore_eos=True, **knobs)
+    penalised = [e.token for e in _generated(_events(engine, prompt, "lora", params)[0])]
+    assert penalised != plain, "the penalties changed nothing: the test would prove nothing"
+    dropped = False
+    for k, token in enumerate(penalised):
+        logits = engine.prefill_logits([ids + penalised[:k]], ["lora"])[0][-1].float()
+        by_hand = _penalised_by_hand(logits, ids, penalised[:k], *knobs.values())
+        assert token == int(by_hand.argmax()), k
+        raw_best = int(logits.argmax())
+        if raw_best != token:  # the token greedy decoding would take lost probability to the penalty
+            assert torch.softmax(by_hand, -1)[raw_best] < torch.softmax(logits, -1)[raw_best]
+            dropped = True
+    assert dropped
+
+
+def test_logit_bias_and_min_tokens(served):
+    engine = served["engine"]
+    eos = engine.end_ids[0]
+    banned = engine.prefill_logits([engine.tokenizer("copy red 3")["input_ids"]], ["lora"])[0][-1]
+    first, second = banned.topk(2).indices.tolist()
+    events = _events(engine, "copy red 3", "lora", SamplingParams(max_tokens=2, logprobs=0, logit_bias={first: -100}))
+    assert _generated(events[0])[0].token == second  # the best token banned: the next best comes
+    forced = _events(engine, "copy red 3", "lora", SamplingParams(max_tokens=8, logit_bias={eos: 100}, logprobs=0))[0]
+    assert forced[-1].completion_tokens == 1 and forced[-1].finish_reason == "stop"  # the end token counts
+    assert [e.token for e in _generated(forced)] == [eos]  # and has its logprob (the harness drops the last entry)
+    held = _events(engine, "copy red 3", "lora", SamplingParams(max_tokens=8, logit_bias={eos: 100}, min_tokens=3))
+    assert held[0][-1].completion_tokens == 4 and held[0][-1].finish_reason == "stop"  # 3, then the end

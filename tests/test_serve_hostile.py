@@ -183,12 +183,11 @@ def test_case2_an_adapter_with_nan_weights_is_refused_at_load(url, http, engine,
 
 
 def test_case3_classify_is_limited_and_split_into_batches(url, http, engine, monkeypatch):
-    from lmtune.serve import classify
     from lmtune.serve.mixed import BatchPlan
 
     passes = []
-    forward = classify.forward_heads
-    monkeypatch.setattr(classify, "forward_heads", lambda e, rows, *a, **k: (passes.append(len(rows)), forward(e, rows, *a, **k))[1])
+    forward = engine.text_hidden_states  # one call per classification pass (serve/classify.py: classify_rows)
+    monkeypatch.setattr(engine, "text_hidden_states", lambda rows, *a, **k: (passes.append(len(rows)), forward(rows, *a, **k))[1])
     texts = [f"great item {i}" if i % 2 else f"awful item {i}" for i in range(16)]
     with good_stream_beside(url, engine):
         too_many = http.post("/v1/classify", json={"model": "cls-lora", "input": texts + ["one more"]})

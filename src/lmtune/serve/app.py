@@ -17,12 +17,13 @@ from fastapi import FastAPI
 from lmtune.serve.engine import Engine
 from lmtune.serve.guard import ApiKeyMiddleware, BodyLimitMiddleware
 from lmtune.serve.metrics import ServeMetrics
-from lmtune.serve.routes import adapters, classify, completions, health, models
+from lmtune.serve.routes import adapters, classify, completions, embeddings, health, models, tokenize
 from lmtune.serve.routes.errors import EXCEPTION_HANDLERS
 
 DEFAULT_MAX_BODY_BYTES = 8 * 2**20
 
-ROUTERS = (health.router, models.router, completions.router, classify.router, adapters.router)
+ROUTERS = (health.router, models.router, completions.router, classify.router, embeddings.router, adapters.router,
+           tokenize.router)
 
 
 def create_app(engine: Engine, api_keys: list[str] | None = None, metrics: ServeMetrics | None = None,

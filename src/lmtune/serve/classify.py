@@ -1,5 +1,5 @@
-"""Classification requests: one body pass over the rows of several jobs (each row with its adapter), then each
-row's own head on its pooled text positions."""
+"""Classification and embedding requests: one body pass over the rows of several jobs (each row with its adapter),
+then each classification row's own head on its pooled text positions, or an embedding row's pooled vector."""
 
 from __future__ import annotations
 
@@ -18,13 +18,28 @@ def head_logits(adapter, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tens
     return pool(hidden, mask, head.pooling).float() @ head.weight.T + head.bias
 
 
+def embedding(engine: Engine, adapter, hidden: torch.Tensor, mask: torch.Tensor) -> list[float]:
+    """One row's embedding: its text positions pooled the way the adapter's head was trained to read them, or the
+    base model's way (sentence-transformers' pooling, then its normalisation when it has one)."""
+    mode = adapter.head.pooling if adapter is not None and adapter.head is not None else engine.pooling
+    vector = pool(hidden, mask, mode).float()[0]
+    return (torch.nn.functional.normalize(vector, dim=0) if engine.normalize_embeddings else vector).tolist()
+
+
 def classify_rows(engine: Engine, parts) -> None:
     """One pass over `parts` [(job, its next rows)]; each job answers once all its rows are done. If the pass
     fails, each job is retried alone so that only the job that causes the error fails."""
     rows = [row for _, job_rows in parts for row in job_rows]
     adapters = [job.adapter for job, job_rows in parts for _ in job_rows]
     try:
-        logits = forward_heads(engine, rows, adapters)
+        hidden, mask = engine.text_hidden_states(rows, adapters)
+        offset, answers = 0, []
+        for job, job_rows in parts:
+            for row in range(offset, offset + len(job_rows)):
+                h, m = hidden[row : row + 1], mask[row : row + 1]
+                answers.append(embedding(engine, job.adapter, h, m) if job.embed else
+                               _label(job.adapter.head.labels, head_logits(job.adapter, h, m)[0]))
+            offset += len(job_rows)
     except Exception as err:  # noqa: BLE001 - the job fails, the server goes on
         if len(parts) > 1:
             for part in parts:
@@ -36,15 +51,17 @@ def classify_rows(engine: Engine, parts) -> None:
         return
     offset = 0
     for job, job_rows in parts:
-        labels = job.adapter.head.labels
-        for row in range(offset, offset + len(job_rows)):
-            probs = torch.softmax(logits[row], dim=-1).tolist()
-            best = max(range(len(labels)), key=probs.__getitem__)
-            job.results.append({"label": labels[best], "probabilities": dict(zip(labels, probs))})
+        job.results.extend(answers[offset : offset + len(job_rows)])
         offset += len(job_rows)
         if job.remaining == 0:
             job.on_done(job.results)
     engine.observer.on_step(len(rows), 0, len(rows))
+
+
+def _label(labels: list[str], logits: torch.Tensor) -> dict:
+    probs = torch.softmax(logits, dim=-1).tolist()
+    best = max(range(len(labels)), key=probs.__getitem__)
+    return {"label": labels[best], "probabilities": dict(zip(labels, probs))}
 
 
 def forward_heads(engine: Engine, token_rows, adapters, reference: bool = False) -> list[torch.Tensor]:

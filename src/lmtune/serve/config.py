@@ -29,3 +29,10 @@ class EngineConfig(StrictModel):
     max_classify_inputs: int = Field(256, gt=0)
     """Texts one classification request may send; they are classified max_batch_size at a time, between
     generation steps."""
+    max_logprobs: int = Field(20, ge=0)
+    """The most alternatives per token a request may ask for (`logprobs`, `top_logprobs`), as vLLM's default."""
+    max_rows_per_request: int = Field(16, gt=0)
+    """The most rows one request may generate (`best_of`, or `n` times the prompts): at most max_batch_size."""
+    max_scored_prompt_tokens: int = Field(4096, gt=0)
+    """Prompt tokens whose logits one prefill keeps for echo + logprobs (each is a vocabulary-wide row of
+    floats); more wait for the next step (a single longer prompt still goes alone)."""

@@ -10,6 +10,7 @@ batch; an error inside a step still fails only the row that causes it.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ from lmtune.serve.running import RunningBatch
 from lmtune.serve.sampling import SamplingParams
 from lmtune.serve.scheduler import Scheduler
 from lmtune.serve.store import AdapterInfo, AdapterStore
+from lmtune.serve.structured import JsonGrammars
 
 __all__ = ["Engine", "EngineConfig", "EngineDead", "EngineObserver", "GenerationEvent", "Overloaded", "SamplingParams",
            "AdapterInfo"]
@@ -85,6 +87,7 @@ class Engine(Scheduler):
         self._ids = itertools.count()
         self._running: RunningBatch | None = None
         self._tokenizer_lock = threading.Lock()
+        self._token_texts: dict[int, str] = {}
         self.failure: str | None = None
         """Why the scheduler thread stopped, when it did (shown by /health)."""
 
@@ -105,10 +108,12 @@ class Engine(Scheduler):
         self.body = self.model.base_model  # the transformer without the LM head: classification heads read it
         self.tokenizer = backbone.tokenizer
         self.base_path, self.weights_hash = backbone.path, backbone.weights_hash
+        self.pooling, self.normalize_embeddings = backbone.pooling, normalizes(backbone.path)
         self.end_ids = end_ids_of(self.tokenizer, self.model)
         self.context = int(getattr(config, "max_position_embeddings", 0) or 2048)
         self.vocab_size = self.model.get_input_embeddings().num_embeddings
         self.max_token_chars = max_token_chars(self.tokenizer)
+        self.json_grammars = JsonGrammars(self.tokenizer, self.vocab_size, self.end_ids)
 
     # ---- submitting --------------------------------------------------------------------------------------------
     def adapter(self, name: str | None) -> ServedAdapter | None:
@@ -122,35 +127,72 @@ class Engine(Scheduler):
 
     def submit_generation(self, prompt: str | list[int], adapter: str | None, params: SamplingParams,
                           on_event: Callable[[GenerationEvent], None]) -> str:
+        """Queue `prompt` for `params.n` rows (one prefill); `on_event` hears each row's events (`event.index`)."""
         if self.base_kind != "decoder":
             raise LmtuneError(f"the base model {self.base_name} is an encoder: it classifies (/v1/classify) but cannot generate")
         self._check_alive()
-        params.check(self.cfg.max_new_tokens_limit)
+        params.check(self.cfg.max_new_tokens_limit, self.vocab_size, self.cfg.max_logprobs)
+        rows_limit = min(self.cfg.max_rows_per_request, self.cfg.max_batch_size)
+        if not 1 <= params.n <= rows_limit:
+            raise LmtuneError(f"a request may generate at most {rows_limit} rows (n, best_of, prompts; the server's "
+                              f"limit), not {params.n}: send several requests")
         served = self.adapter(adapter)
         ids = self.tokenize(prompt, limit=self.prompt_limit) if isinstance(prompt, str) else self._check_ids(prompt)
         self._check_prompt(ids, served, params.max_tokens)
-        sequence = Sequence_(f"req-{next(self._ids)}", ids, served, params, on_event, params.generator())
-        self._enqueue(self._queue, sequence)
-        return sequence.id
+        compiled = self.json_grammars.compile(*params.response_format) if params.response_format else None
+        request_id = f"req-{next(self._ids)}"
+        rows = [Sequence_(request_id, ids, served, params, on_event, params.generator(i), index=i,
+                          grammar=self.json_grammars.row(compiled) if compiled is not None else None)
+                for i in range(params.n)]
+        self._enqueue(self._queue, rows)
+        return request_id
+
+    def token_text(self, token: int) -> str:
+        """One token's text as logprobs show it (cached: the same ids come back at every step)."""
+        text = self._token_texts.get(token)
+        if text is None:
+            text = self._token_texts[token] = self.tokenizer.decode([token])
+        return text
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(self._check_ids(ids))
 
     def submit_classification(self, texts: list[str], adapter: str, on_done: Callable) -> str:
-        self._check_alive()
-        if not texts or not all(isinstance(t, str) for t in texts):
-            raise LmtuneError("classification needs a non-empty list of texts")
-        if len(texts) > self.cfg.max_classify_inputs:
-            raise LmtuneError(f"{len(texts)} inputs in one classification request; the server takes at most "
-                              f"{self.cfg.max_classify_inputs} (--max-classify-inputs): send several requests")
         served = self.adapter(adapter)
         if served is None or served.head is None:
             raise LmtuneError(f"{adapter or self.base_name!r} has no classification head; name a classification adapter")
-        limit = served.max_length or self.context
-        rows = [self.tokenize(text, truncate=limit, truncation=True, max_length=limit) for text in texts]
+        return self._submit_rows(texts, served, on_done, embed=False)
+
+    def submit_embedding(self, inputs: list[str | list[int]], adapter: str | None, on_done: Callable) -> str:
+        """Each input's embedding with `adapter` applied (None: the base model), pooled as `classify.embedding` says."""
+        return self._submit_rows(inputs, self.adapter(adapter), on_done, embed=True)
+
+    def _submit_rows(self, texts: list, served: ServedAdapter | None, on_done: Callable, embed: bool) -> str:
+        self._check_alive()
+        if not texts or not all(isinstance(t, (str, list)) for t in texts):
+            raise LmtuneError("the input must be a non-empty list of texts (or token-id lists)")
+        if len(texts) > self.cfg.max_classify_inputs:
+            raise LmtuneError(f"{len(texts)} inputs in one request; the server takes at most "
+                              f"{self.cfg.max_classify_inputs} (--max-classify-inputs): send several requests")
+        limit = (served.max_length if served is not None else None) or self.context
+        rows = [self.tokenize(text, truncate=limit, truncation=True, max_length=limit) if isinstance(text, str)
+                else self._check_ids(text)[:limit] for text in texts]
         empty = [i for i, row in enumerate(rows) if not row]
         if empty:
             raise LmtuneError(f"input {empty[0]} is empty (no tokens): every input needs some text")
-        job = ClassifyJob(f"cls-{next(self._ids)}", rows, served, on_done)
+        job = ClassifyJob(f"cls-{next(self._ids)}", rows, served, on_done, embed=embed)
         self._enqueue(self._jobs, job)
         return job.id
+
+    @property
+    def has_fim_tokens(self) -> bool:
+        """Whether the tokenizer has fill-in-the-middle tokens (StarCoder's spelling; SmolLM2's has none)."""
+        return "<fim_middle>" in self.tokenizer.get_vocab()
+
+    @property
+    def has_tool_template(self) -> bool:
+        """Whether the base's chat template reads tools (lmtune does not parse tool calls yet either way)."""
+        return "tools" in (self.tokenizer.chat_template or "")
 
     @property
     def prompt_limit(self) -> int:
@@ -191,7 +233,7 @@ class Engine(Scheduler):
     def cancel(self, request_id: str) -> None:
         """Stop a request: a waiting one leaves the queue at once, a running one at the next step."""
         with self._wake:
-            waiting = [s for s in self._queue if s.id == request_id]
+            waiting = [rows for rows in self._queue if rows[0].id == request_id]
             jobs = [j for j in self._jobs if j.id == request_id]
             for item in waiting:
                 self._queue.remove(item)
@@ -201,7 +243,7 @@ class Engine(Scheduler):
             if running is not None and any(row.id == request_id for row in running.rows):
                 self._cancelled.add(request_id)
             self._wake.notify()
-        for sequence in waiting:
+        for sequence in (s for rows in waiting for s in rows):
             sequence.finish("cancelled")
         for job in jobs:
             job.on_done(LmtuneError("cancelled"))
@@ -256,7 +298,7 @@ class Engine(Scheduler):
             self._thread.join(timeout=30)
         with self._wake:
             waiting, jobs, self._queue, self._jobs = list(self._queue), list(self._jobs), deque(), deque()
-        for sequence in waiting + (self._running.rows if self._running else []):
+        for sequence in [s for rows in waiting for s in rows] + (self._running.rows if self._running else []):
             sequence.finish("cancelled")
         for job in jobs:
             job.on_done(LmtuneError("the server is shutting down"))
@@ -318,6 +360,15 @@ class Engine(Scheduler):
         if isinstance(box[0], Exception):
             raise box[0]
         return box[0]
+
+
+def normalizes(path: Path) -> bool:
+    """Whether a sentence-transformers folder ends in a Normalize module (its embeddings are unit vectors)."""
+    modules = path / "modules.json"
+    try:
+        return any(str(m.get("type", "")).endswith("Normalize") for m in json.loads(modules.read_text()))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def max_token_chars(tokenizer) -> int:

@@ -9,7 +9,7 @@ import torch
 
 from lmtune.serve.detokenize import IncrementalDecoder
 from lmtune.serve.forms import ServedAdapter
-from lmtune.serve.sampling import SamplingParams
+from lmtune.serve.sampling import SamplingParams, TokenLogprob
 
 
 @dataclass
@@ -25,6 +25,14 @@ class GenerationEvent:
     prompt_tokens: int
     completion_tokens: int
     error: str | None = None
+    index: int = 0
+    """Which of the request's rows (choices) this event is about."""
+    logprobs: list[TokenLogprob] | None = None
+    """With `logprobs`: the tokens generated since the previous event of this row."""
+    prompt_logprobs: list[TokenLogprob] | None = None
+    """With `echo` and `logprobs`, on a row's first event: each prompt token's (the first without a log-probability)."""
+    cumulative_logprob: float = 0.0
+    """The sum of the generated tokens' log-probabilities so far (computed when logprobs or best_of ask)."""
 
 
 @dataclass
@@ -35,24 +43,38 @@ class Sequence_:
     params: SamplingParams
     on_event: Callable[[GenerationEvent], None]
     generator: torch.Generator | None
+    index: int = 0
+    """The row's place among its request's rows (n, best_of): they share the request's id and one prefill."""
     generated: list[int] = field(default_factory=list)
     finished: bool = False
+    prompt_logprobs: list[TokenLogprob] | None = None
+    """Set by the prefill when the request echoes the prompt with logprobs; sent with the first event."""
+    cumulative_logprob: float = 0.0
+    grammar: object | None = None
+    """With a JSON response_format: the row's place in its grammar (serve/structured.py: RowGrammar)."""
+    _new_logprobs: list[TokenLogprob] | None = field(default=None, repr=False)
+    _started: bool = field(default=False, repr=False)
     _decoder: IncrementalDecoder | None = field(default=None, repr=False)
     _held: str = field(default="", repr=False)
     """Decoded text not sent yet: what could still begin a stop string (at most its length - 1 between steps)."""
 
-    def accept(self, token: int, tokenizer, end_ids: list[int]) -> None:
-        """Record a sampled token and announce the text it completes. Costs the same at every step: only the new
-        tokens are decoded (serve/detokenize.py) and only the unsent text is searched for stop strings (a stop
-        string in text already sent would have ended the generation then)."""
+    def accept(self, token: int, tokenizer, end_ids: list[int], logprob: TokenLogprob | None = None) -> None:
+        """Record a sampled token (with its log-probability when asked) and announce the text it completes. Costs
+        the same at every step: only the new tokens are decoded (serve/detokenize.py) and only the unsent text is
+        searched for stop strings (a stop string in text already sent would have ended the generation then)."""
         if self._decoder is None:
             self._decoder = IncrementalDecoder(tokenizer)
+        self.generated.append(token)  # the end token too: it counts, and has its logprob, as in vLLM
+        if logprob is not None:
+            self.cumulative_logprob += logprob.logprob
+            if self.params.logprobs is not None:
+                self._new_logprobs = [*(self._new_logprobs or []), logprob]
         if token in end_ids and not self.params.ignore_eos:
             return self._emit(self._held + self._decoder.pending, "stop")
-        self.generated.append(token)
         self._held += self._decoder.add(token)
         unsent = self._held + self._decoder.pending  # pending may end in half a character: never sent mid-stream
-        cut = [unsent.find(s) for s in self.params.stop if s in unsent]
+        early = len(self.generated) < self.params.min_tokens  # min_tokens: no stop string yet (as vLLM)
+        cut = [] if early else [unsent.find(s) for s in self.params.stop if s in unsent]
         if cut:
             return self._emit(unsent[: min(cut)], "stop")
         if len(self.generated) >= self.params.max_tokens:
@@ -65,8 +87,13 @@ class Sequence_:
     def _emit(self, text: str, finish_reason: str | None, error: str | None = None) -> None:
         """Announce `text` (new since the last event)."""
         self.finished = finish_reason is not None
+        prompt_logprobs = None if self._started else self.prompt_logprobs
+        logprobs, self._new_logprobs, self._started = self._new_logprobs, None, True
+        if self.params.logprobs is not None and logprobs is None:
+            logprobs = []
         self.on_event(GenerationEvent(self.id, text, self.finished, finish_reason, len(self.prompt_ids),
-                                      len(self.generated), error))
+                                      len(self.generated), error, self.index, logprobs, prompt_logprobs,
+                                      self.cumulative_logprob))
 
     def finish(self, reason: str) -> None:
         self._emit("", reason)
@@ -77,14 +104,17 @@ class Sequence_:
 
 @dataclass
 class ClassifyJob:
-    """Texts tokenised when the request arrived (never on the engine thread); classified a batch at a time."""
+    """Texts tokenised when the request arrived (never on the engine thread); classified (or embedded) a batch at a
+    time."""
 
     id: str
     rows: list[list[int]]
     adapter: ServedAdapter
-    on_done: Callable[[list[dict] | Exception], None]
-    results: list[dict] = field(default_factory=list)
+    on_done: Callable[[list | Exception], None]
+    results: list = field(default_factory=list)
     failed: bool = False
+    embed: bool = False
+    """An embedding job: each row's pooled vector instead of its head's label."""
 
     def take(self, count: int) -> list[list[int]]:
         """The next `count` rows not yet classified."""

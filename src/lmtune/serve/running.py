@@ -60,6 +60,15 @@ class RunningBatch:
         return RunningBatch([self.rows[i] for i in rows], self.plan.select(rows), DynamicCache(layers), mask[:, first:],
                             self.next_position.index_select(0, index), self.pending.index_select(0, index))
 
+    def repeat(self, rows: list, index: list[int]) -> RunningBatch:
+        """A batch of `rows`, row j continuing from this batch's row index[j]: a request's n (best_of) rows go on
+        from its one prefilled row, each with its own copy of the cache (they diverge from here)."""
+        index = torch.tensor(index, device=self.mask.device)
+        layers = [(k.index_select(0, index), v.index_select(0, index)) for k, v in _layers(self.cache)]
+        return RunningBatch(rows, BatchPlan([self.plan.adapters[i] for i in index.tolist()], self.plan.reference),
+                            DynamicCache(layers), self.mask.index_select(0, index),
+                            self.next_position.index_select(0, index), self.pending.index_select(0, index))
+
     def snapshot(self) -> tuple[torch.Tensor, list[int]]:
         """What a decode step changes in place (the mask, each layer's cached length), to undo a failed step."""
         return self.mask, [keys.size(2) for keys, _ in _layers(self.cache)]

@@ -37,8 +37,11 @@ async def classify(body: ClassifyRequest, request: Request, engine: EngineDep):
                       "probabilities": row["probabilities"]} for i, row in enumerate(result)]}
 
 
-async def classified(engine: Engine, request: Request, texts: list[str], adapter: str) -> list[dict] | Exception:
-    """The engine's answer for `texts` (or the error it failed with); a client that hangs up drops the job."""
+async def classified(engine: Engine, request: Request, texts: list, adapter: str | None,
+                     submit=None) -> list | Exception:
+    """The engine's answer for `texts` (or the error it failed with) from `submit` (default: classification; the
+    embeddings route passes `engine.submit_embedding`); a client that hangs up drops the job."""
+    submit = submit or engine.submit_classification
     loop = asyncio.get_running_loop()
     done: asyncio.Future = loop.create_future()
 
@@ -47,16 +50,16 @@ async def classified(engine: Engine, request: Request, texts: list[str], adapter
             done.set_result(result)
 
     try:
-        request_id = await run_in_threadpool(engine.submit_classification, texts, adapter, bridge(loop, settle))
+        request_id = await run_in_threadpool(submit, texts, adapter, bridge(loop, settle))
     except Overloaded as exc:
         raise overloaded_error(exc) from exc
     except EngineDead:
         raise
     except LmtuneError as exc:
-        if adapter not in engine.adapter_names():  # unloaded meanwhile
+        if adapter is not None and adapter not in engine.adapter_names():  # unloaded meanwhile
             raise unknown_model(engine, adapter) from exc
         raise ApiError(400, str(exc), param="model") from exc
-    watcher = asyncio.create_task(cancel_on_disconnect(engine, request, request_id))
+    watcher = asyncio.create_task(cancel_on_disconnect(request, lambda: engine.cancel(request_id)))
     try:
         return await done
     except asyncio.CancelledError:
