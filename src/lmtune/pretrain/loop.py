@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -127,7 +128,7 @@ def training_arguments(cfg: PretrainTrainConfig, out: Path) -> TrainingArguments
         data_seed=cfg.seed,
         bf16=cfg.bf16,
         report_to="none",
-        disable_tqdm=not cfg.progress,
+        disable_tqdm=not (sys.stderr.isatty() if cfg.progress is None else cfg.progress),
         dataloader_num_workers=0,
         remove_unused_columns=False,
         label_names=["labels"],

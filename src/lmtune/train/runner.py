@@ -25,7 +25,8 @@ from lmtune.runconfig import RunConfig, resolve
 from lmtune.tasks import TASKS
 from lmtune.train import rundir
 from lmtune.train.checkpoints import newest_complete
-from lmtune.train.log import JsonlLog
+from lmtune.train.head_fit import fit_head, uses_head_fit
+from lmtune.train.log import JsonlLog, quiet_libraries, quiet_output
 from lmtune.train.memory import PeakMemory
 from lmtune.train.trainer import LmtuneTrainer
 
@@ -91,12 +92,12 @@ def _training_arguments(cfg: RunConfig, run_dir: Path, loss_only: bool) -> Train
         save_steps=t.eval_steps,
         logging_steps=t.logging_steps,
         save_total_limit=t.save_total_limit,
-        load_best_model_at_end=bool(t.early_stopping_patience) and evaluate,
+        load_best_model_at_end=(t.keep_best or bool(t.early_stopping_patience)) and evaluate,
         metric_for_best_model=cfg.eval.metric,
         greater_is_better=cfg.eval.metric != "loss",
         bf16=t.bf16,
         report_to="none",
-        disable_tqdm=not t.progress,
+        disable_tqdm=not t.show_progress(),
         dataloader_num_workers=0,
         label_names=["labels"],
         prediction_loss_only=loss_only,
@@ -108,6 +109,8 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
     task = TASKS.build(cfg.task.name, cfg)
     run_dir = rundir.check_run_dir(cfg)
     configure_threads(cfg.train.num_threads)
+    if not cfg.train.show_progress():
+        quiet_libraries()
     set_seed(cfg.train.seed)
     strategy = STRATEGIES.build(cfg.method.name, cfg.method)
     splits = task.load_data()  # bad data fails here, before the model loads
@@ -123,10 +126,9 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
     print(yaml.safe_dump({"resolved config": cfg.model_dump(mode="json")}, sort_keys=False))
     print(f"{strategy.name}: {strategy.describe()}; trainable {counts['trainable_params']:,} of {counts['total_params']:,} parameters")
 
-    trainer = _trainer(cfg, run_dir, task, model, splits, callbacks)
     started = time.perf_counter()
     with PeakMemory() as peak:
-        trainer.train(resume_from_checkpoint=_resume_checkpoint(cfg, run_dir))
+        global_step = _fit(cfg, run_dir, task, model, splits, callbacks)
     train_seconds = time.perf_counter() - started
 
     files = strategy.save(model, run_dir) + task.save_head(model, run_dir)
@@ -138,7 +140,7 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
         adapter_bytes=serving_bytes(strategy, task, model),
         train_seconds=round(train_seconds, 2),
         peak_rss_mb=peak.mb,
-        global_step=trainer.state.global_step,
+        global_step=global_step,
         method=strategy.name,
         serve_kind=strategy.serve_kind,
         **task.data_report(splits),
@@ -148,11 +150,21 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
     return RunResult(run_dir, metrics, cfg, model)
 
 
+def _fit(cfg: RunConfig, run_dir: Path, task, model, splits, callbacks) -> int:
+    """Train; returns the optimizer steps taken. A head on a frozen body is fitted on cached features (the body
+    runs once per split, train/head_fit.py); everything else trains through the Trainer."""
+    if uses_head_fit(cfg, model):
+        return fit_head(cfg, task, model, splits, run_dir).iterations
+    trainer = _trainer(cfg, run_dir, task, model, splits, callbacks)
+    trainer.train(resume_from_checkpoint=_resume_checkpoint(cfg, run_dir))
+    return trainer.state.global_step
+
+
 def _trainer(cfg: RunConfig, run_dir: Path, task, model, splits, callbacks) -> LmtuneTrainer:
     tokenizer = model.tokenizer
     early_stopping = [EarlyStoppingCallback(cfg.train.early_stopping_patience)] if cfg.train.early_stopping_patience else []
     metric_fn = task.trainer_metrics()
-    return LmtuneTrainer(
+    trainer = LmtuneTrainer(
         model=model,
         args=_training_arguments(cfg, run_dir, loss_only=metric_fn is None),
         train_dataset=task.encode(splits.train, tokenizer),
@@ -162,6 +174,9 @@ def _trainer(cfg: RunConfig, run_dir: Path, task, model, splits, callbacks) -> L
         callbacks=[JsonlLog(run_dir / rundir.LOG_FILE), *early_stopping, *(callbacks or [])],
         head_learning_rate=cfg.train.head_learning_rate,
     )
+    if not cfg.train.show_progress():
+        quiet_output(trainer)
+    return trainer
 
 
 def _resume_checkpoint(cfg: RunConfig, run_dir: Path) -> str | None:
