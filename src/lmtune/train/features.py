@@ -41,18 +41,25 @@ def features_key(model, encoded) -> str:
 
 @torch.no_grad()
 def compute_features(model, encoded, collator, batch_size: int) -> torch.Tensor:
-    """The pooled body output of every row, in row order (float32, on the CPU)."""
+    """The pooled body output of every row, in row order (float32, on the CPU). Rows run in batches of similar
+    length (less padding; pooling reads only the real tokens, so the batching does not change a row's vector)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    loader = DataLoader(encoded.remove_columns([c for c in encoded.column_names if c == "labels"]),
-                        batch_size=batch_size, collate_fn=collator)
+    inputs = encoded.remove_columns([c for c in encoded.column_names if c == "labels"])
+    lengths = [len(ids) for ids in inputs["input_ids"]]
+    by_length = sorted(range(len(inputs)), key=lengths.__getitem__)
+    loader = DataLoader(inputs.select(by_length), batch_size=batch_size, collate_fn=collator)
     chunks = []
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
         chunks.append(model.features(**batch).float().cpu())
     model.train(was_training)
-    return torch.cat(chunks) if chunks else torch.zeros(0, model.body.config.hidden_size)
+    if not chunks:
+        return torch.zeros(0, model.body.config.hidden_size)
+    features = torch.empty(len(inputs), chunks[0].size(-1))
+    features[torch.tensor(by_length)] = torch.cat(chunks)
+    return features
 
 
 def cached_features(model, encoded, collator, batch_size: int, cache_dir: Path, split: str) -> tuple[torch.Tensor, bool]:
