@@ -203,7 +203,8 @@ def main() -> None:
         for seed in seeds if name == "quickstart" else seeds[:1]:
             chosen = [s for s in strategies if seed == seeds[0] or s not in REFERENCES]
             folder = run_set(name, seed, chosen, args.out)
-            results.setdefault(name, {})[str(seed)] = collect(folder)
+            earlier = results.setdefault(name, {}).get(str(seed), {})
+            results[name][str(seed)] = {**earlier, **collect(folder)}  # entries of an earlier pass stay
             results_file.write_text(json.dumps(results, indent=2))
     print(f"\nMachine: {machine()}")
     print(tables(results))

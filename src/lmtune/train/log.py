@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +77,11 @@ def quiet_output(trainer) -> None:
 
 def quiet_libraries() -> None:
     """Off a terminal: no progress bars from the libraries either (datasets' "Map", transformers' "Loading
-    weights"); each is a redraw per update in a log file."""
+    weights"; each is a redraw per update in a log file), nor a warning repeated at every evaluation."""
     import datasets
     from transformers.utils import logging as transformers_logging
 
     datasets.disable_progress_bars()
     transformers_logging.disable_progress_bar()
+    # Repeated at every evaluation on a machine without an accelerator; says nothing about the run.
+    warnings.filterwarnings("ignore", message="'pin_memory' argument is set as true but no accelerator")
