@@ -154,7 +154,7 @@ class TrainConfig(StrictModel):
     head_fit: Literal["lbfgs", "trainer"] = "lbfgs"
     """How a head on a frozen body trains, when nothing below the head trains and the task's head reads pooled
     features (classification): `lbfgs` runs the body once per split (features cached in the run directory) and fits
-    the head to convergence by full-batch L-BFGS, its L2 strength picked on the validation split; `trainer` trains
+    the head to convergence by full-batch L-BFGS, its L2 strength picked by the validation loss; `trainer` trains
     it through full forward passes like any other strategy (slower, the reference)."""
     class_weights: bool = False
     """Weigh each label's loss by the inverse of its share of the training rows (imbalanced labels): in the L-BFGS
