@@ -52,7 +52,7 @@ def test_validation_split_is_seeded_and_stratified(tiny_models, tmp_path):
 def test_early_stopping_stops_when_the_metric_stalls(tiny_models, toy_data, tmp_path):
     raw = tiny_raw_config(tiny_models["bert"], toy_data, tmp_path, {"name": "freeze"}, max_steps=40, eval_every="steps",
                           eval_steps=2, early_stopping_patience=2, learning_rate=1e-12,
-                          head_learning_rate=1e-12)
+                          head_learning_rate=1e-12, head_fit="trainer")  # Trainer's early stopping
     raw["eval"] = {"metric": "loss"}
     result = train(resolve_config(raw))
     assert result.metrics["global_step"] < 40

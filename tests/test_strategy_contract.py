@@ -83,13 +83,18 @@ def trained(tiny_models, toy_data, tmp_path_factory):
             before["pretrained"] = {id(p): (p, p.detach().clone()) for p in backbone.body.parameters()}
             return backbone
 
-        class LossBefore(TrainerCallback):
-            def on_train_begin(self, args, state, control, model=None, **kwargs):
-                before["loss"] = evaluate_split(model, _task_for_config(cfg), _train_table(cfg))["loss"]
+        fit = runner._fit
+
+        def loss_before_fit(cfg, run_dir, task, model, *args):
+            # Around the whole fit, Trainer's or the head fit's on cached features alike.
+            before["loss"] = evaluate_split(model, _task_for_config(cfg), _train_table(cfg))["loss"]
+            model.train()
+            return fit(cfg, run_dir, task, model, *args)
 
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(runner, "load_backbone", recording_loader)
-            result = train(cfg, callbacks=[LossBefore()])
+            patch.setattr(runner, "_fit", loss_before_fit)
+            result = train(cfg)
         return result, before
 
     return run
@@ -240,8 +245,9 @@ def test_resume_continues_from_the_checkpoint(tiny_models, toy_data, tmp_path, v
     method, _ = VARIANTS[variant]
 
     def config(name: str, **extra):
+        # Trainer's checkpoints are what resume reads; the L-BFGS head fit has none (it refits on cached features).
         raw = tiny_raw_config(tiny_models["llama"], toy_data, tmp_path, method, max_steps=8, eval_every="steps",
-                              eval_steps=4, learning_rate=1e-2, keep_checkpoints=True, **extra)
+                              eval_steps=4, learning_rate=1e-2, keep_checkpoints=True, head_fit="trainer", **extra)
         raw["output"]["name"] = name
         return resolve_config(raw)
 

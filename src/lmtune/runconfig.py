@@ -97,7 +97,9 @@ def resolve(cfg: RunConfig) -> RunConfig:
     dtype = resolve_dtype(cfg.model.dtype)
     changes["model.dtype"] = dtype
     changes["train.precision"] = resolve_precision(cfg.train.precision, dtype)
-    learning_rate = cfg.train.learning_rate or STRATEGIES.build(cfg.method.name, cfg.method).default_learning_rate
+    strategy = STRATEGIES.build(cfg.method.name, cfg.method)
+    changes.update(strategy.defaults(changes.get("data.labels", cfg.data.labels)))
+    learning_rate = cfg.train.learning_rate or strategy.default_learning_rate
     changes["train.learning_rate"] = learning_rate
     changes["train.head_learning_rate"] = cfg.train.head_learning_rate or max(learning_rate, DEFAULT_HEAD_LEARNING_RATE)
     return cfg.updated(changes)

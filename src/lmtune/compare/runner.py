@@ -60,7 +60,7 @@ def run_compare(cfg: CompareConfig) -> CompareResult:
     write_yaml(folder / "compare.yaml", cfg.model_dump(mode="json"))
     task = TASKS.get(resolve_config(dict(cfg.base)).task.name)  # its headline metric ranks the entries
     results = []
-    overall = tqdm(entries, desc="compare", unit="entry", position=0)
+    overall = tqdm(entries, desc="compare", unit="entry", position=0, disable=None)  # None: no bar off a terminal
     for number, entry in enumerate(overall, 1):
         overall.set_postfix_str(entry.name)
         print(f"\n=== [{number}/{len(entries)}] {entry.name}", flush=True)

@@ -8,6 +8,7 @@ layer above the strategies and tasks.
 
 from __future__ import annotations
 
+import sys
 from pathlib import PurePath
 from typing import Annotated, Any, Literal, Self
 
@@ -190,7 +191,18 @@ class TrainConfig(TrainSettings):
     seed: int = 42
     """Seeds data order, splits, dropout and new weights."""
     early_stopping_patience: int | None = Field(None, gt=0)
-    """Stop when the validation metric has not improved for this many evaluations, and keep the best checkpoint."""
+    """Stop when the validation metric has not improved for this many evaluations."""
+    keep_best: bool = True
+    """End with the checkpoint that scored best on the validation metric (`eval.metric`), not the last one (on small
+    data the validation loss often rises long before the last epoch). Needs `eval_every` epoch or steps."""
+    head_fit: Literal["lbfgs", "trainer"] = "lbfgs"
+    """How a head on a frozen body trains, when nothing below the head trains and the task's head reads pooled
+    features (classification): `lbfgs` runs the body once per split (features cached in the run directory) and fits
+    the head to convergence by full-batch L-BFGS, its L2 strength picked by the validation loss; `trainer` trains
+    it through full forward passes like any other strategy (slower, the reference)."""
+    class_weights: bool = False
+    """Weigh each label's loss by the inverse of its share of the training rows (imbalanced labels): in the L-BFGS
+    head fit (`head_fit: lbfgs`)."""
     eval_every: Literal["epoch", "steps", "no"] = "epoch"
     """When to evaluate and checkpoint during training."""
     eval_steps: int = Field(100, gt=0)
@@ -215,8 +227,13 @@ class TrainConfig(TrainSettings):
     fsdp: FsdpConfig | None = None
     """Shard the model over the processes of a `torchrun`/`accelerate launch` run (FSDP); none: each process holds
     a full copy (DDP). `train.fsdp={}` takes every default (full sharding, layer by layer)."""
-    progress: bool = True
-    """Show a progress bar with rate and ETA."""
+    progress: bool | None = None
+    """Progress bars with rate and ETA; none: bars on a terminal, one line per epoch when the output is a file."""
+
+    def show_progress(self) -> bool:
+        """Whether to draw progress bars: `progress`, or when unset whether stderr (where bars go) is a terminal;
+        a log file gets one line per epoch instead of every redraw."""
+        return sys.stderr.isatty() if self.progress is None else self.progress
 
 
 class LaunchConfig(StrictModel):

@@ -31,6 +31,7 @@ def read_file(path_text: str, declared_format: str = "auto") -> datasets.Dataset
         raise LmtuneError(f"data file {path} is empty; it needs a header (csv/tsv) or one JSON object per row")
     fmt = file_format(path, declared_format)
     check_utf8_text(path)
+    bars = datasets.is_progress_bar_enabled()  # off a terminal lmtune turns them off for good: keep it so
     datasets.disable_progress_bars()
     try:
         if fmt in ("jsonl", "json"):
@@ -47,7 +48,8 @@ def read_file(path_text: str, declared_format: str = "auto") -> datasets.Dataset
             raise LmtuneError(f"data file {path} has no rows; add labelled examples") from None
         raise LmtuneError(f"cannot read {path} as {fmt}: {err}") from None
     finally:
-        datasets.enable_progress_bars()
+        if bars:
+            datasets.enable_progress_bars()
     return table
 
 

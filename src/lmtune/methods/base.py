@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
@@ -57,6 +57,11 @@ class Strategy(ABC):
     def serve_kind(self) -> ServeKind:
         """The form's name, as metrics.json and `lmtune methods` show it."""
         return self.form.name  # type: ignore[return-value]
+
+    def defaults(self, labels: list[str] | None) -> dict[str, Any]:
+        """Defaults of this strategy's options that depend on the task, as dotted keys (`lmtune.runconfig.resolve`
+        fills them once): `labels` is the task's label set, None for tasks without one."""
+        return {}
 
     def describe(self) -> str:
         """One line on what gets trained, for logs and `lmtune methods`."""

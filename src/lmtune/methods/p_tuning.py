@@ -3,7 +3,7 @@ initialised from a hand-written prompt, and runs that can be trained further (`t
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from peft import PromptEncoderConfig, PromptEncoderReparameterizationType
@@ -30,7 +30,8 @@ class PTuningMethodConfig(MethodConfig):
     """Dropout inside the prompt encoder."""
     init_text: str | None = None
     """A hand-written prompt whose token embeddings become the encoder's input embeddings (repeated to fill
-    `num_virtual_tokens`); none keeps PEFT's random start."""
+    `num_virtual_tokens`); none: an instruction naming the task's labels ("Classify the text as negative, neutral or
+    positive."), or PEFT's random start for tasks without labels."""
 
 
 ENCODERS = {"mlp": PromptEncoderReparameterizationType.MLP, "lstm": PromptEncoderReparameterizationType.LSTM}
@@ -57,6 +58,10 @@ class PTuning(PeftStrategy):
             encoder_dropout=cfg.encoder_dropout,
         )
 
+    def defaults(self, labels: list[str] | None) -> dict[str, Any]:
+        # PEFT's encoder input is random; starting from the task's own words is what prompt tuning's text init does.
+        return {"method.init_text": label_prompt(labels)} if labels and not self.cfg.init_text else {}
+
     def after_wrap(self, model) -> None:
         if self.cfg.init_text:
             init_from_text(model, self.cfg.init_text)
@@ -72,3 +77,10 @@ def init_from_text(model, text: str) -> None:
     ids = torch.tensor(token_ids, device=encoder_input.device).repeat(encoder_input.size(0) // len(token_ids) + 1)
     word_embeddings = model.body.get_input_embeddings()
     encoder_input.copy_(word_embeddings(ids[: encoder_input.size(0)]).to(encoder_input.dtype))
+
+
+def label_prompt(labels: list[str]) -> str:
+    """An instruction that names the labels: "Classify the text as a, b or c."."""
+    words = [str(label).replace("_", " ") for label in labels]
+    listed = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+    return f"Classify the text as {listed}."

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +25,7 @@ from lmtune.io import write_json, write_yaml
 from lmtune.pretrain.config import PretrainTrainConfig
 from lmtune.train import rundir
 from lmtune.train.checkpoints import newest_complete
-from lmtune.train.log import JsonlLog, append_log
+from lmtune.train.log import JsonlLog, append_log, quiet_output
 
 # Not rundir.CONFIG_FILE: that name says "a RunConfig lives here" to `lmtune eval`, `predict` and `serve`, and this
 # folder is a model folder, not a run of a task.
@@ -128,7 +129,7 @@ def training_arguments(cfg: PretrainTrainConfig, out: Path) -> TrainingArguments
         data_seed=cfg.seed,
         **trainer_precision(cfg.precision),
         report_to="none",
-        disable_tqdm=not cfg.progress,
+        disable_tqdm=not _show_progress(cfg),
         dataloader_num_workers=0,
         remove_unused_columns=False,
         label_names=["labels"],
@@ -145,6 +146,11 @@ def resume_checkpoint(out: Path, resume: bool) -> Path | None:
     return checkpoint
 
 
+def _show_progress(cfg: PretrainTrainConfig) -> bool:
+    """Bars on a terminal, one line per epoch in a file (train.progress forces either), as `lmtune train` does."""
+    return sys.stderr.isatty() if cfg.progress is None else cfg.progress
+
+
 def run_loop(model, train_dataset, collator, cfg: PretrainTrainConfig, out: Path,
              measure: Callable[[], dict[str, Any]] | None, callbacks: list[TrainerCallback] | None = None,
              initial: dict[str, Any] | None = None, trainer_class: type[Trainer] = Trainer) -> dict[str, Any]:
@@ -157,6 +163,8 @@ def run_loop(model, train_dataset, collator, cfg: PretrainTrainConfig, out: Path
         optimizers=(build_optimizer(model, cfg), None),
         callbacks=[JsonlLog(log_path), *([ppl] if ppl else []), *(callbacks or [])],
     )
+    if not _show_progress(cfg):
+        quiet_output(trainer)
     checkpoint = resume_checkpoint(out, cfg.resume)
     if ppl and checkpoint is None:
         if initial is None:

@@ -34,6 +34,10 @@ class TaskModel(nn.Module):
     """Trainer reads this: only models whose loss honours `num_items_in_batch` may skip its division by the
     gradient-accumulation steps (a forward with **kwargs would otherwise be taken to honour it)."""
 
+    has_feature_head: bool = False
+    """True where `features(**batch)` gives the vector the head reads and `head.classify(features)` its logits:
+    then a frozen body can be run once and the head fitted on cached features (train/head_fit.py)."""
+
     def __init__(self, backbone: Backbone, head: nn.Module | None = None):
         super().__init__()
         self.body = backbone.body

@@ -29,18 +29,27 @@ class ClassificationHead(nn.Module):
         self.classifier = nn.Linear(hidden_size, num_labels)
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        # The head keeps fp32 weights on a bf16/fp16 base: its input is cast to them (autocast, where on, casts back).
-        pooled = pool(hidden, attention_mask, self.pooling).to(self.classifier.weight.dtype)
-        return self.classifier(self.dropout(pooled))
+        return self.classify(pool(hidden, attention_mask, self.pooling))
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from pooled features: all the head trains (a frozen body's features can be computed once).
+        The head keeps fp32 weights on a bf16/fp16 base: its input is cast to them (autocast, where on, casts back)."""
+        return self.classifier(self.dropout(features.to(self.classifier.weight.dtype)))
 
 
 class SequenceClassifier(TaskModel):
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **_: Any):
+    has_feature_head = True
+
+    def features(self, input_ids=None, attention_mask=None, token_type_ids=None, **_: Any) -> torch.Tensor:
+        """The pooled body output the head classifies."""
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
         hidden = self.body(**inputs).last_hidden_state
-        logits = self.head(hidden, attention_mask)
+        return pool(hidden, attention_mask, self.head.pooling)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **_: Any):
+        logits = self.head.classify(self.features(input_ids, attention_mask, token_type_ids))
         loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

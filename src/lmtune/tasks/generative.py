@@ -214,7 +214,7 @@ class GenerativeTask(Task):
         prompts = [template.prompt(e) for e in examples]
         return generate_texts(
             model, prompts, self.cfg.task.generation, template.add_special_tokens,
-            stops=self.stop_strings(template), progress=self.cfg.train.progress,
+            stops=self.stop_strings(template), progress=self.cfg.train.show_progress(),
         )
 
     @torch.no_grad()

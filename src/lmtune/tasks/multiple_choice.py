@@ -247,7 +247,7 @@ class MultipleChoiceTask(Task):
     def score(self, model: TaskModel, items: list[ChoiceItem], batch_size: int) -> ScoredRows:
         rows, owners = self.scoring_rows(items, model.tokenizer)
         return score_rows(model.body, rows, owners, len(items), self.max_choices_of(items), pad_id(model.tokenizer),
-                          batch_size, progress=self.cfg.train.progress, share_context=self.shares_context(model.body))
+                          batch_size, progress=self.cfg.train.show_progress(), share_context=self.shares_context(model.body))
 
     @staticmethod
     def shares_context(body) -> bool:

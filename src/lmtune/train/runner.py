@@ -28,7 +28,8 @@ from lmtune.tasks import TASKS
 from lmtune.train import ranks, rundir
 from lmtune.train.checkpoints import newest_complete
 from lmtune.train.fsdp import check_sharded, fsdp_arguments, gather_trainable
-from lmtune.train.log import JsonlLog
+from lmtune.train.head_fit import fit_head, uses_head_fit
+from lmtune.train.log import JsonlLog, quiet_libraries, quiet_output
 from lmtune.train.memory import PeakMemory
 from lmtune.train.trainer import LmtuneTrainer
 
@@ -95,12 +96,12 @@ def _training_arguments(cfg: RunConfig, run_dir: Path, loss_only: bool, model) -
         save_steps=t.eval_steps,
         logging_steps=t.logging_steps,
         save_total_limit=t.save_total_limit,
-        load_best_model_at_end=bool(t.early_stopping_patience) and evaluate,
+        load_best_model_at_end=(t.keep_best or bool(t.early_stopping_patience)) and evaluate,
         metric_for_best_model=cfg.eval.metric,
         greater_is_better=cfg.eval.metric != "loss",
         **trainer_precision(t.precision, cfg.model.dtype),
         report_to="none",
-        disable_tqdm=not t.progress,
+        disable_tqdm=not t.show_progress(),
         dataloader_num_workers=0,
         label_names=["labels"],
         prediction_loss_only=loss_only,
@@ -119,6 +120,8 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
     run_dir = ranks.on_main(lambda: rundir.check_run_dir(cfg), "checking the run directory")
     configure_threads(cfg.train.num_threads)
     trainer_precision(cfg.train.precision, cfg.model.dtype)  # refuses fp16 autocast on a CPU before the model loads
+    if not cfg.train.show_progress():
+        quiet_libraries()
     set_seed(cfg.train.seed)
     strategy = STRATEGIES.build(cfg.method.name, cfg.method)
     splits, backbone, model = ranks.main_first(lambda: _load(cfg, task, strategy), "loading the data and the model")
@@ -129,14 +132,10 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
         print(f"{strategy.name}: {strategy.describe()}; trainable {counts['trainable_params']:,} of "
               f"{counts['total_params']:,} parameters")
 
-    trainer = _trainer(cfg, run_dir, task, model, splits, callbacks)
-    check_sharded(cfg.train.fsdp, trainer)
-    checkpoint = ranks.on_main(lambda: _resume_checkpoint(cfg, run_dir), "looking for a checkpoint to resume from")
     started = time.perf_counter()
     with PeakMemory() as peak:
-        trainer.train(resume_from_checkpoint=checkpoint)
+        global_step, sharded = _fit(cfg, run_dir, task, model, splits, callbacks)
     train_seconds = time.perf_counter() - started
-    sharded = gather_trainable(trainer)  # FSDP: every rank takes part
     if not ranks.is_main():  # DDP: every rank holds the same trained weights; the main one saves and evaluates
         return RunResult(run_dir, {}, cfg, model)
     if sharded is not None:
@@ -151,7 +150,7 @@ def train(cfg: RunConfig, callbacks: list[TrainerCallback] | None = None) -> Run
         adapter_bytes=serving_bytes(strategy, task, model),
         train_seconds=round(train_seconds, 2),
         peak_rss_mb=peak.mb,
-        global_step=trainer.state.global_step,
+        global_step=global_step,
         method=strategy.name,
         serve_kind=strategy.serve_kind,
         **task.data_report(splits),
@@ -190,11 +189,24 @@ def _claim(cfg: RunConfig, run_dir: Path, backbone) -> None:
     write_yaml(run_dir / rundir.CONFIG_FILE, cfg.model_dump(mode="json"))
 
 
+def _fit(cfg: RunConfig, run_dir: Path, task, model, splits, callbacks) -> tuple[int, dict | None]:
+    """Train; returns the optimizer steps taken and, under FSDP, the trainable weights gathered from every shard.
+    A head on a frozen body is fitted on cached features in one process (the body runs once per split,
+    train/head_fit.py); everything else, and every run of several processes, trains through the Trainer."""
+    if uses_head_fit(cfg, model) and not ranks.distributed():
+        return fit_head(cfg, task, model, splits, run_dir).iterations, None
+    trainer = _trainer(cfg, run_dir, task, model, splits, callbacks)
+    check_sharded(cfg.train.fsdp, trainer)
+    checkpoint = ranks.on_main(lambda: _resume_checkpoint(cfg, run_dir), "looking for a checkpoint to resume from")
+    trainer.train(resume_from_checkpoint=checkpoint)
+    return trainer.state.global_step, gather_trainable(trainer)  # FSDP: every rank takes part in the gather
+
+
 def _trainer(cfg: RunConfig, run_dir: Path, task, model, splits, callbacks) -> LmtuneTrainer:
     tokenizer = model.tokenizer
     early_stopping = [EarlyStoppingCallback(cfg.train.early_stopping_patience)] if cfg.train.early_stopping_patience else []
     metric_fn = task.trainer_metrics()
-    return LmtuneTrainer(
+    trainer = LmtuneTrainer(
         model=model,
         args=_training_arguments(cfg, run_dir, loss_only=metric_fn is None, model=model),
         train_dataset=task.encode(splits.train, tokenizer),
@@ -204,6 +216,9 @@ def _trainer(cfg: RunConfig, run_dir: Path, task, model, splits, callbacks) -> L
         callbacks=[JsonlLog(run_dir / rundir.LOG_FILE), *early_stopping, *(callbacks or [])],
         head_learning_rate=cfg.train.head_learning_rate,
     )
+    if not cfg.train.show_progress():
+        quiet_output(trainer)
+    return trainer
 
 
 def _resume_checkpoint(cfg: RunConfig, run_dir: Path) -> str | None:
