@@ -169,6 +169,27 @@ class TrainConfig(StrictModel):
     """Train in bfloat16 mixed precision (GPUs and recent CPUs)."""
     progress: bool = True
     """Show a progress bar with rate and ETA."""
+    # Speed and memory switches (lmtune.train.speed). Each keeps the plain path as its reference: tests check
+    # that loss and gradients agree. Defaults were chosen by measurement (benchmarks/RESULTS.md, train_speed).
+    group_by_length: bool = True
+    """Batch rows of similar length together (transformers' LengthGroupedSampler), so little compute goes to
+    padding; the batches are still shuffled. false: uniformly random batches."""
+    packing: Literal["auto", "on", "off"] = "auto"
+    """Padding-free batches for decoders: a batch's rows are concatenated into one row with per-sequence position
+    ids (transformers' DataCollatorWithFlattening), and the causal mask keeps them apart. `auto`: where that is
+    exact (a decoder whose attention builds its mask with transformers' masking utilities, not a prompt-learning
+    adapter, which prepends virtual tokens to each row); `on` refuses a model where it is not."""
+    lm_logits: Literal["labelled", "all"] = "labelled"
+    """`labelled`: a causal LM computes vocabulary logits only at the positions whose next token is in the loss
+    (the response, by default), not for the prompt (same loss, less compute and memory); `all`: every position."""
+    torch_compile: bool = False
+    """Compile the model with torch.compile (Trainer's flag). Pays on GPUs for runs long enough to amortise the
+    compilation; off by default (on a CPU it rarely pays for fine-tuning's varied shapes)."""
+    liger_kernel: bool = False
+    """Liger-Kernel's fused Triton kernels (RMSNorm, SwiGLU, RoPE, fused linear cross-entropy) on architectures it
+    supports: GPUs only, needs `pip install liger-kernel`."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of keeping them: less memory, about a third more time."""
 
 
 class EvalConfig(StrictModel):

@@ -23,7 +23,7 @@ from lmtune.models.loading import load_backbone
 from lmtune.results import TrainingMetrics, write_metrics
 from lmtune.runconfig import RunConfig, resolve
 from lmtune.tasks import TASKS
-from lmtune.train import rundir
+from lmtune.train import rundir, speed
 from lmtune.train.checkpoints import newest_complete
 from lmtune.train.log import JsonlLog
 from lmtune.train.memory import PeakMemory
@@ -100,6 +100,7 @@ def _training_arguments(cfg: RunConfig, run_dir: Path, loss_only: bool) -> Train
         dataloader_num_workers=0,
         label_names=["labels"],
         prediction_loss_only=loss_only,
+        **speed.trainer_arguments(t),
     )
 
 
@@ -152,12 +153,13 @@ def _trainer(cfg: RunConfig, run_dir: Path, task, model, splits, callbacks) -> L
     tokenizer = model.tokenizer
     early_stopping = [EarlyStoppingCallback(cfg.train.early_stopping_patience)] if cfg.train.early_stopping_patience else []
     metric_fn = task.trainer_metrics()
+    speed.prepare(cfg.train, model)
     return LmtuneTrainer(
         model=model,
         args=_training_arguments(cfg, run_dir, loss_only=metric_fn is None),
         train_dataset=task.encode(splits.train, tokenizer),
         eval_dataset=task.encode(splits.validation, tokenizer),
-        data_collator=task.collator(tokenizer),
+        data_collator=speed.train_collator(cfg.train, task, model),
         compute_metrics=(lambda p: scalar_metrics(metric_fn(p.predictions, p.label_ids))) if metric_fn else None,
         callbacks=[JsonlLog(run_dir / rundir.LOG_FILE), *early_stopping, *(callbacks or [])],
         head_learning_rate=cfg.train.head_learning_rate,

@@ -1,0 +1,101 @@
+"""The speed and memory switches of a training run (`train.group_by_length`, `packing`, `lm_logits`,
+`torch_compile`, `liger_kernel`, `gradient_checkpointing`): what each changes and where it is exact.
+
+Where packing is exact, read in transformers 5.24's `masking_utils`: `create_causal_mask` looks at `position_ids`
+when the 2D attention mask is None and there is no cache (training) and turns every restart of the positions into
+a block-diagonal causal mask (`find_packed_sequence_indices`) — for sdpa, eager and flex attention alike (flash
+attention reads the same boundaries from the position ids). So a decoder whose modelling code builds its mask with
+`create_causal_mask` keeps packed sequences apart; `create_bidirectional_mask` (BERT and other encoders) ignores the
+positions, so a flattened encoder batch would attend across rows: encoders get length-grouped batches instead.
+PEFT's prompt-learning adapters prepend virtual tokens to every row, which a flattened row cannot take.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from typing import Any
+
+from transformers import DataCollatorWithFlattening
+
+from lmtune.config.schema import TrainConfig
+from lmtune.errors import LmtuneError
+from lmtune.tasks.generative import is_prompt_learning
+
+IGNORE = -100
+PACKING_ATTENTION = ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")
+"""Attention implementations whose masks (or varlen kernels) honour per-sequence position ids."""
+
+
+def trainer_arguments(t: TrainConfig) -> dict[str, Any]:
+    """The TrainingArguments these switches set. Liger and checkpointing are applied to the body by `prepare`
+    (Trainer's own hooks expect a PreTrainedModel, and lmtune's TaskModel wraps one)."""
+    return {
+        "train_sampling_strategy": "group_by_length" if t.group_by_length else "random",
+        "torch_compile": t.torch_compile,
+    }
+
+
+def language_model(body):
+    """The transformers model under a PEFT wrapper (or the body itself)."""
+    return body.get_base_model() if hasattr(body, "get_base_model") else body
+
+
+def packing_blocker(model) -> str | None:
+    """Why padding-free packing would not be exact for this task model, or None where it is."""
+    lm = language_model(model.body)
+    config = lm.config
+    if getattr(config, "is_encoder_decoder", False) or model.backbone.kind != "decoder":
+        return f"{config.model_type} is not a decoder (its attention would mix the packed rows)"
+    if is_prompt_learning(model.body):
+        return "a prompt-learning adapter prepends virtual tokens to every row"
+    implementation = getattr(config, "_attn_implementation", None)
+    if implementation not in PACKING_ATTENTION:
+        return f"attention implementation {implementation!r} is not one of {', '.join(PACKING_ATTENTION)}"
+    decoder = getattr(lm, "base_model", lm)  # e.g. LlamaModel inside LlamaForCausalLM: where the mask is built
+    if not hasattr(sys.modules.get(type(decoder).__module__), "create_causal_mask"):
+        return f"{config.model_type}'s modelling code does not build its mask with transformers' create_causal_mask"
+    return None
+
+
+def uses_packing(t: TrainConfig, model) -> bool:
+    if t.packing == "off":
+        return False
+    blocker = packing_blocker(model)
+    if blocker and t.packing == "on":
+        raise LmtuneError(f"train.packing=on: packing is not exact here: {blocker}; use train.packing=auto or off")
+    return blocker is None
+
+
+def train_collator(t: TrainConfig, task, model):
+    """The training batches: padding-free rows where packing applies, else the task's own (padded) collator."""
+    if uses_packing(t, model):
+        return DataCollatorWithFlattening(separator_id=IGNORE)
+    return task.collator(model.tokenizer)
+
+
+def prepare(t: TrainConfig, model) -> None:
+    """Apply the switches that change the model itself, before Trainer sees it."""
+    lm = language_model(model.body)
+    if t.liger_kernel:
+        apply_liger(lm)
+    if t.gradient_checkpointing:
+        if not getattr(lm, "supports_gradient_checkpointing", False):
+            raise LmtuneError(f"train.gradient_checkpointing: {lm.config.model_type} does not support it; set it to false")
+        # Non-reentrant checkpointing needs no input gradients: frozen embeddings (LoRA, adapters) work as they are.
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        lm.config.use_cache = False
+    model.labelled_logits_only = t.lm_logits == "labelled" and not t.liger_kernel  # Liger fuses the head with the loss
+
+
+def apply_liger(lm) -> None:
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise LmtuneError("train.liger_kernel needs Liger-Kernel (GPU only): pip install 'lmtune[gpu]' "
+                          "(or pip install liger-kernel), or set train.liger_kernel=false")
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+    from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+
+    if lm.config.model_type not in MODEL_TYPE_TO_APPLY_LIGER_FN:
+        raise LmtuneError(f"train.liger_kernel: Liger-Kernel has no kernels for {lm.config.model_type}; it supports "
+                          f"{', '.join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN))}. Set train.liger_kernel=false")
+    _apply_liger_kernel_to_instance(model=lm)
