@@ -83,14 +83,14 @@ def test_packing_applies_to_decoders_and_is_refused_where_it_would_mix_rows(gen_
     cfg = gen_config(gen_models["llama"], gen_data, tmp_path, {"name": "lora"})
     task, model = built(cfg)
     assert isinstance(speed.train_collator(cfg.train, task, model), DataCollatorWithFlattening)
-    assert not isinstance(speed.train_collator(cfg.train.updated({"packing": "off"}), task, model),
+    assert not isinstance(speed.train_collator(cfg.train.updated({"packing": False}), task, model),
                           DataCollatorWithFlattening)
     prompt_cfg = gen_config(gen_models["llama"], gen_data, tmp_path, {"name": "prompt_tuning"})
     prompt_task, prompt_model = built(prompt_cfg)
     assert "virtual tokens" in speed.packing_blocker(prompt_model)
     assert not isinstance(speed.train_collator(prompt_cfg.train, prompt_task, prompt_model), DataCollatorWithFlattening)
-    with pytest.raises(LmtuneError, match="train.packing=on: packing is not exact here: a prompt-learning"):
-        speed.train_collator(prompt_cfg.train.updated({"packing": "on"}), prompt_task, prompt_model)
+    with pytest.raises(LmtuneError, match="train.packing=true: packing is not exact here: a prompt-learning"):
+        speed.train_collator(prompt_cfg.train.updated({"packing": True}), prompt_task, prompt_model)
 
 
 def test_encoders_are_not_packed(tiny_models, toy_data, tmp_path):
@@ -101,7 +101,7 @@ def test_encoders_are_not_packed(tiny_models, toy_data, tmp_path):
     task, model = built(cfg)
     assert "not a decoder" in speed.packing_blocker(model)
     with pytest.raises(LmtuneError, match="is not a decoder"):
-        speed.train_collator(cfg.train.updated({"packing": "on"}), task, model)
+        speed.train_collator(cfg.train.updated({"packing": True}), task, model)
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(gen_models, gen_data, tmp_path):  # noqa: F811
@@ -143,5 +143,23 @@ def test_length_grouped_batches_visit_every_row_once_with_less_padding(tiny_mode
 def test_liger_kernel_is_refused_clearly_when_missing(gen_models, gen_data, tmp_path):  # noqa: F811
     cfg = gen_config(gen_models["llama"], gen_data, tmp_path, {"name": "lora"})
     _, model = built(cfg)
-    with pytest.raises(LmtuneError, match="pip install liger-kernel"):
+    with pytest.raises(LmtuneError, match=r"train.liger_kernel=true: Liger-Kernel is not installed .*pip install"):
         speed.prepare(cfg.train.updated({"liger_kernel": True}), model)
+    speed.prepare(cfg.train, model)  # auto: off where it cannot apply, no error
+
+
+def test_length_sorted_evaluation_equals_one_row_at_a_time(tiny_models, toy_data, tmp_path):
+    from conftest import tiny_raw_config
+    from lmtune.runconfig import resolve_config
+
+    cfg = resolve_config(tiny_raw_config(tiny_models["bert"], toy_data, tmp_path, {"name": "lora"}))
+    task, model = built(cfg)
+    table = task.load_data().validation
+    metrics = task.evaluate(model, table, batch_size=8)
+    collate, encoded = task.collator(model.tokenizer), task.encode(table, model.tokenizer)
+    with torch.no_grad():
+        outputs = [model(**collate([row])) for row in encoded]
+    reference = task.compute_metrics(torch.cat([o.logits for o in outputs]).numpy(), encoded["labels"])
+    assert metrics["confusion_matrix"] == reference["confusion_matrix"]
+    assert metrics["roc_auc"] == pytest.approx(reference["roc_auc"])
+    assert metrics["loss"] == pytest.approx(float(torch.stack([o.loss for o in outputs]).mean()), rel=1e-5)

@@ -14,7 +14,6 @@ import datasets
 import torch
 from pydantic import Field
 from torch import nn
-from torch.utils.data import DataLoader
 from transformers import DataCollatorForSeq2Seq
 
 from lmtune.config.schema import GenerationConfig, TaskConfig
@@ -263,10 +262,13 @@ class GenerativeTask(Task):
     @torch.no_grad()
     def loss(self, model: TaskModel, table, batch_size: int) -> float:
         """Mean loss per response token (teacher forcing)."""
-        encoded = self.encode(table, model.tokenizer)
+        encoded = self.encode(table, model.tokenizer).to_list()
+        encoded.sort(key=lambda row: -len(row["input_ids"]))  # batches of similar lengths: little padding
+        collate = self.collator(model.tokenizer)
         model.eval()
         total, tokens = 0.0, 0
-        for batch in DataLoader(encoded, batch_size=batch_size, collate_fn=self.collator(model.tokenizer)):
+        for start in range(0, len(encoded), batch_size):
+            batch = collate(encoded[start:start + batch_size])
             count = int((batch["labels"] != IGNORE).sum())
             total += float(model(**batch).loss) * count
             tokens += count

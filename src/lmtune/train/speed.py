@@ -16,6 +16,7 @@ import importlib.util
 import sys
 from typing import Any
 
+import torch
 from transformers import DataCollatorWithFlattening
 
 from lmtune.config.schema import TrainConfig
@@ -32,8 +33,12 @@ def trainer_arguments(t: TrainConfig) -> dict[str, Any]:
     (Trainer's own hooks expect a PreTrainedModel, and lmtune's TaskModel wraps one)."""
     return {
         "train_sampling_strategy": "group_by_length" if t.group_by_length else "random",
-        "torch_compile": t.torch_compile,
+        "torch_compile": compiles(t),
     }
+
+
+def compiles(t: TrainConfig) -> bool:
+    return torch.cuda.is_available() if t.torch_compile == "auto" else t.torch_compile
 
 
 def language_model(body):
@@ -59,11 +64,11 @@ def packing_blocker(model) -> str | None:
 
 
 def uses_packing(t: TrainConfig, model) -> bool:
-    if t.packing == "off":
+    if t.packing is False:
         return False
     blocker = packing_blocker(model)
-    if blocker and t.packing == "on":
-        raise LmtuneError(f"train.packing=on: packing is not exact here: {blocker}; use train.packing=auto or off")
+    if blocker and t.packing is True:
+        raise LmtuneError(f"train.packing=true: packing is not exact here: {blocker}; use train.packing=auto or false")
     return blocker is None
 
 
@@ -77,25 +82,35 @@ def train_collator(t: TrainConfig, task, model):
 def prepare(t: TrainConfig, model) -> None:
     """Apply the switches that change the model itself, before Trainer sees it."""
     lm = language_model(model.body)
-    if t.liger_kernel:
-        apply_liger(lm)
+    liger = liger_blocker(lm)
+    if t.liger_kernel is True and liger:
+        raise LmtuneError(f"train.liger_kernel=true: {liger}; set train.liger_kernel=auto or false")
+    uses_liger = t.liger_kernel is not False and liger is None
+    if uses_liger:
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+        _apply_liger_kernel_to_instance(model=lm)
     if t.gradient_checkpointing:
         if not getattr(lm, "supports_gradient_checkpointing", False):
             raise LmtuneError(f"train.gradient_checkpointing: {lm.config.model_type} does not support it; set it to false")
         # Non-reentrant checkpointing needs no input gradients: frozen embeddings (LoRA, adapters) work as they are.
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         lm.config.use_cache = False
-    model.labelled_logits_only = t.lm_logits == "labelled" and not t.liger_kernel  # Liger fuses the head with the loss
+    model.labelled_logits_only = t.lm_logits == "labelled" and not uses_liger  # Liger fuses the head with the loss
+    print(f"speed: batches {'length-grouped' if t.group_by_length else 'random'}, packing "
+          f"{'on' if uses_packing(t, model) else 'off'}, torch.compile {'on' if compiles(t) else 'off'}, Liger "
+          f"{'on' if uses_liger else 'off'}, gradient checkpointing {'on' if t.gradient_checkpointing else 'off'}")
 
 
-def apply_liger(lm) -> None:
+def liger_blocker(lm) -> str | None:
+    """Why Liger-Kernel cannot apply to this model here, or None where it can."""
     if importlib.util.find_spec("liger_kernel") is None:
-        raise LmtuneError("train.liger_kernel needs Liger-Kernel (GPU only): pip install 'lmtune[gpu]' "
-                          "(or pip install liger-kernel), or set train.liger_kernel=false")
-    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+        return "Liger-Kernel is not installed (GPU only): pip install 'lmtune[gpu]' (or pip install liger-kernel)"
+    if not torch.cuda.is_available():
+        return "Liger-Kernel's Triton kernels need a CUDA GPU"
     from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
 
     if lm.config.model_type not in MODEL_TYPE_TO_APPLY_LIGER_FN:
-        raise LmtuneError(f"train.liger_kernel: Liger-Kernel has no kernels for {lm.config.model_type}; it supports "
-                          f"{', '.join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN))}. Set train.liger_kernel=false")
-    _apply_liger_kernel_to_instance(model=lm)
+        return (f"Liger-Kernel has no kernels for {lm.config.model_type}; it supports "
+                f"{', '.join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN))}")
+    return None
