@@ -161,6 +161,8 @@ def precision_override() -> dict:
 
 
 def lmtune_run(work: Work, out: Path, options: dict) -> dict:
+    import transformers
+
     from lmtune.methods import STRATEGIES
     from lmtune.models.loading import load_backbone
     from lmtune.runconfig import build_task, resolve, resolve_config
@@ -170,6 +172,7 @@ def lmtune_run(work: Work, out: Path, options: dict) -> dict:
     raw["train"].update(options)
     cfg = resolve(resolve_config(raw))
     task = build_task(cfg)
+    transformers.set_seed(cfg.train.seed)  # as lmtune train does: the new head's weights come from the seed
     splits = task.load_data()
     backbone = load_backbone(cfg.model, task.backbone_class, cfg.train.seed)
     model = STRATEGIES.build(cfg.method.name, cfg.method).apply(task.build_model(backbone))

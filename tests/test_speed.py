@@ -93,15 +93,17 @@ def test_packing_applies_to_decoders_and_is_refused_where_it_would_mix_rows(gen_
         speed.train_collator(prompt_cfg.train.updated({"packing": True}), prompt_task, prompt_model)
 
 
-def test_encoders_are_not_packed(tiny_models, toy_data, tmp_path):
+def test_classifiers_are_not_packed(tiny_models, toy_data, tmp_path):
     from conftest import tiny_raw_config
     from lmtune.runconfig import resolve_config
 
     cfg = resolve_config(tiny_raw_config(tiny_models["bert"], toy_data, tmp_path, {"name": "lora"}))
     task, model = built(cfg)
-    assert "not a decoder" in speed.packing_blocker(model)
-    with pytest.raises(LmtuneError, match="is not a decoder"):
+    assert "reads whole rows" in speed.packing_blocker(model)
+    with pytest.raises(LmtuneError, match="reads whole rows"):
         speed.train_collator(cfg.train.updated({"packing": True}), task, model)
+    llama_cfg = resolve_config(tiny_raw_config(tiny_models["llama"], toy_data, tmp_path, {"name": "lora"}))
+    assert "reads whole rows" in speed.packing_blocker(built(llama_cfg)[1])  # a classifier on a decoder body
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(gen_models, gen_data, tmp_path):  # noqa: F811
@@ -163,3 +165,16 @@ def test_length_sorted_evaluation_equals_one_row_at_a_time(tiny_models, toy_data
     assert metrics["confusion_matrix"] == reference["confusion_matrix"]
     assert metrics["roc_auc"] == pytest.approx(reference["roc_auc"])
     assert metrics["loss"] == pytest.approx(float(torch.stack([o.loss for o in outputs]).mean()), rel=1e-5)
+
+
+def test_length_grouped_order_is_a_function_of_seed_and_epoch():
+    lengths = [(7 * i) % 23 + 1 for i in range(64)]
+
+    def order(epoch: int, seed: int = 3) -> list[int]:
+        sampler = speed.SeededLengthGroupedSampler(4, lengths=lengths, seed=seed)
+        torch.manual_seed(epoch * 11 + 5)  # the global RNG (what a resumed run restores differently) plays no part
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    assert order(0) == order(0) and sorted(order(0)) == list(range(64))
+    assert order(1) != order(0) and order(0, seed=4) != order(0)

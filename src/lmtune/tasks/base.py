@@ -34,6 +34,10 @@ class TaskModel(nn.Module):
     """Trainer reads this: only models whose loss honours `num_items_in_batch` may skip its division by the
     gradient-accumulation steps (a forward with **kwargs would otherwise be taken to honour it)."""
 
+    takes_packed_rows: bool = False
+    """Whether the forward takes a padding-free batch (rows concatenated, `position_ids` restarting per row) and
+    computes the same loss: a causal LM's token loss does; a head reading pooled or per-row states does not."""
+
     def __init__(self, backbone: Backbone, head: nn.Module | None = None):
         super().__init__()
         self.body = backbone.body

@@ -48,6 +48,7 @@ class GenerativeModel(TaskModel):
         self.peft_task_type = "SEQ_2_SEQ_LM" if self.encoder_decoder else "CAUSAL_LM"
         if not self.encoder_decoder:  # Trainer then counts the loss tokens as the shifted loss sees them: labels[:, 1:]
             self.loss_type = "ForCausalLM"
+            self.takes_packed_rows = True  # a token loss over rows concatenated with restarting positions
 
     labelled_logits_only = False
     """Compute vocabulary logits only where the next token is in the loss (`train.lm_logits`; set by the trainer

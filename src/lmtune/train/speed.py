@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from transformers import DataCollatorWithFlattening
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from lmtune.config.schema import TrainConfig
 from lmtune.errors import LmtuneError
@@ -50,6 +51,8 @@ def packing_blocker(model) -> str | None:
     """Why padding-free packing would not be exact for this task model, or None where it is."""
     lm = language_model(model.body)
     config = lm.config
+    if not model.takes_packed_rows:
+        return "the task's model reads whole rows (a head on pooled or per-token states)"
     if getattr(config, "is_encoder_decoder", False) or model.backbone.kind != "decoder":
         return f"{config.model_type} is not a decoder (its attention would mix the packed rows)"
     if is_prompt_learning(model.body):
@@ -114,3 +117,20 @@ def liger_blocker(lm) -> str | None:
         return (f"Liger-Kernel has no kernels for {lm.config.model_type}; it supports "
                 f"{', '.join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN))}")
     return None
+
+
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' length-grouped order, drawn from a generator seeded by (seed, epoch) rather than the global
+    RNG: a resumed run replays the same batches of its epoch, so it ends with the same weights as an unbroken run
+    (Trainer seeds its random sampler this way through accelerate; it leaves LengthGroupedSampler on the global RNG)."""
+
+    def __init__(self, *args, seed: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # accelerate and Trainer call this at the start of every epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + int(self.epoch))
+        return super().__iter__()
