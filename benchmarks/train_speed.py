@@ -300,7 +300,7 @@ def build_work(args, folder: Path) -> Work:
 def summarise(runs: dict[str, list[dict]]) -> dict:
     summary = {}
     for name, results in runs.items():
-        entry = {}
+        entry: dict = {}
         for key in ("tokens_per_s", "wall_tokens_per_s", "step_s", "first_step_s", "peak_mb", "final_loss"):
             values = [r[key] for r in results if r.get(key) is not None]
             if values:
@@ -311,10 +311,14 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
         summary[name] = entry
     lm = summary.get("lmtune")
     if lm:
-        for name, entry in summary.items():
+        for name, results in runs.items():
+            entry = summary[name]
             if name != "lmtune" and entry.get("tokens_per_s") and lm.get("tokens_per_s"):
                 lm[f"speed_vs_{name}"] = round(lm["tokens_per_s"] / entry["tokens_per_s"], 3)
                 lm[f"memory_vs_{name}"] = round(lm["peak_mb"] / entry["peak_mb"], 3) if entry["peak_mb"] > 0 else None
+                # the same round ran both within minutes: its ratio is less exposed to the machine's load swings
+                lm[f"speed_vs_{name}_per_round"] = [round(a["tokens_per_s"] / b["tokens_per_s"], 3)
+                                                    for a, b in zip(runs["lmtune"], results) if a["tokens_per_s"]]
     return summary
 
 
@@ -384,14 +388,15 @@ def main(argv: list[str] | None = None) -> dict:
                       file=sys.stderr, flush=True)
                 runs[name].append(result)
                 release_memory()
+        parameters = sum(p.numel() for p in _count_model(work).parameters())
     report = {
         "machine": machine(), "threads": args.threads, "load_before": load_before,
         "load_after": [round(v, 2) for v in os.getloadavg()], "command": "python benchmarks/train_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "settings": {k: v for k, v in vars(args).items() if k != "json"}, "rows": len(work.train_rows),
         "variants": summarise(runs), "runs": runs,
     }
-    if args.strategy == "full":
-        parameters = sum(p.numel() for p in _count_model(work).parameters())
+    report["parameters"] = parameters
+    if args.strategy == "full":  # 6 N FLOPs per token: forward and both backward matmuls of every weight
         for entry in report["variants"].values():
             entry["mfu"] = mfu(entry, parameters)
     sys.stdout = stdout
@@ -403,10 +408,11 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _count_model(work: Work):
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    auto = AutoModelForSequenceClassification if work.kind == "classification" else AutoModelForCausalLM
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(work.model_path))
+        return auto.from_config(AutoConfig.from_pretrained(work.model_path))
 
 
 if __name__ == "__main__":

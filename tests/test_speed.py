@@ -82,6 +82,11 @@ def test_labelled_logits_leave_out_the_prompt_positions(gen_models, gen_data, tm
 def test_packing_applies_to_decoders_and_is_refused_where_it_would_mix_rows(gen_models, gen_data, tmp_path):  # noqa: F811
     cfg = gen_config(gen_models["llama"], gen_data, tmp_path, {"name": "lora"})
     task, model = built(cfg)
+    assert speed.packing_blocker(model) is None
+    # exact on sdpa, but auto packs only where the kernel skips the pairs across rows
+    assert not isinstance(speed.train_collator(cfg.train, task, model), DataCollatorWithFlattening)
+    assert isinstance(speed.train_collator(cfg.train.updated({"packing": True}), task, model), DataCollatorWithFlattening)
+    model.body.get_base_model().config._attn_implementation = "flex_attention"
     assert isinstance(speed.train_collator(cfg.train, task, model), DataCollatorWithFlattening)
     assert not isinstance(speed.train_collator(cfg.train.updated({"packing": False}), task, model),
                           DataCollatorWithFlattening)

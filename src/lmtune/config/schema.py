@@ -176,9 +176,11 @@ class TrainConfig(StrictModel):
     padding; the batches are still shuffled. false: uniformly random batches."""
     packing: bool | Literal["auto"] = "auto"
     """Padding-free batches for decoders: a batch's rows are concatenated into one row with per-sequence position
-    ids (transformers' DataCollatorWithFlattening), and the causal mask keeps them apart. `auto`: wherever that is
-    exact (a decoder whose attention builds its mask with transformers' masking utilities, not a prompt-learning
-    adapter, which prepends virtual tokens to each row); true refuses a model where it is not."""
+    ids (transformers' DataCollatorWithFlattening), and the causal mask keeps them apart. Exact for a decoder whose
+    attention builds its mask with transformers' masking utilities (not under a prompt-learning adapter, which
+    prepends virtual tokens to each row). `auto`: where it is exact and pays, i.e. with attention kernels that skip
+    the pairs across rows (flash_attention_2/3, flex_attention); with sdpa/eager the length-grouped batches are
+    faster. true packs wherever it is exact and refuses a model where it is not."""
     lm_logits: Literal["labelled", "all"] = "labelled"
     """`labelled`: a causal LM computes vocabulary logits only at the positions whose next token is in the loss
     (the response, by default), not for the prompt (same loss, less compute and memory); `all`: every position."""

@@ -27,6 +27,11 @@ from lmtune.tasks.generative import is_prompt_learning
 IGNORE = -100
 PACKING_ATTENTION = ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")
 """Attention implementations whose masks (or varlen kernels) honour per-sequence position ids."""
+PACKING_PAYS = ("flex_attention", "flash_attention_2", "flash_attention_3")
+"""Where `packing: auto` packs: kernels that skip the attention between packed rows (varlen or block-sparse).
+sdpa and eager are exact too, but attend over the whole packed row with a dense block-diagonal mask: 8 rows of 160
+tokens cost 8x the attention of the padded rows. Measured on SmolLM2 + LoRA (math_data.json, batch 8, CPU): packed
+on sdpa 0.90x the length-grouped baseline's tokens/s (at 0.69x its memory), so there length grouping does the work."""
 
 
 def trainer_arguments(t: TrainConfig) -> dict[str, Any]:
@@ -72,7 +77,8 @@ def uses_packing(t: TrainConfig, model) -> bool:
     blocker = packing_blocker(model)
     if blocker and t.packing is True:
         raise LmtuneError(f"train.packing=true: packing is not exact here: {blocker}; use train.packing=auto or false")
-    return blocker is None
+    implementation = getattr(language_model(model.body).config, "_attn_implementation", None)
+    return blocker is None and (t.packing is True or implementation in PACKING_PAYS)
 
 
 def train_collator(t: TrainConfig, task, model):
