@@ -63,12 +63,13 @@ class GenerativeModel(TaskModel):
             # A loss needs no KV cache, and packing needs its absence: with a cache (config.use_cache, on by default)
             # transformers 5.24 skips the packed-sequence detection and packed rows would attend to each other.
             extra["use_cache"] = False
-        if labels is not None and self.labelled_logits_only and self._can_keep_logits():
+        if labels is not None and self.labelled_logits_only:
             return self._labelled_loss(input_ids, attention_mask, labels, num_items_in_batch, extra)
         return self.body(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **extra)
 
-    def _can_keep_logits(self) -> bool:
-        """Decoders whose LM takes `logits_to_keep` as indices, under an adapter that keeps the positions."""
+    def can_keep_logits(self) -> bool:
+        """Decoders whose LM takes `logits_to_keep` as indices, under an adapter that keeps the positions (asked
+        once, by the trainer setup: not per step, where torch.compile would trace it)."""
         if self.encoder_decoder or is_prompt_learning(self.body):
             return False
         lm = self.body.get_base_model() if hasattr(self.body, "get_base_model") else self.body

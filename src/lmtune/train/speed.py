@@ -105,7 +105,8 @@ def prepare(t: TrainConfig, model) -> None:
         # Non-reentrant checkpointing needs no input gradients: frozen embeddings (LoRA, adapters) work as they are.
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         lm.config.use_cache = False
-    model.labelled_logits_only = t.lm_logits == "labelled" and not uses_liger  # Liger fuses the head with the loss
+    if hasattr(model, "can_keep_logits"):  # causal LMs; Liger fuses the head with the loss itself
+        model.labelled_logits_only = t.lm_logits == "labelled" and not uses_liger and model.can_keep_logits()
     print(f"speed: batches {'length-grouped' if t.group_by_length else 'random'}, packing "
           f"{'on' if uses_packing(t, model) else 'off'}, torch.compile {'on' if compiles(t) else 'off'}, Liger "
           f"{'on' if uses_liger else 'off'}, gradient checkpointing {'on' if t.gradient_checkpointing else 'off'}")
