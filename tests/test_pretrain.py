@@ -233,7 +233,7 @@ def test_pretrained_folder_reloads_and_fine_tunes_with_lmtune_train(tmp_path, ar
     again = perplexity_report(reloaded, AutoTokenizer.from_pretrained(folder), read_texts(cfg.corpus, "validation"), 32)
     assert again["perplexity"] == pytest.approx(metrics["validation"]["perplexity"], rel=1e-4)
     raw = tiny_raw_config(folder, toy_data, tmp_path / "runs", {"name": "full"}, epochs=8, learning_rate=5e-3,
-                          eval_every="no")
+                          eval_every="no", group_by_length=False)  # its 0.6 bar was set on random batches (lstm: 0.59 grouped)
     raw["model"]["pooling"] = "mean"  # one sentiment word anywhere in the text: the mean sees it at once
     result = train(resolve_config(raw))
     assert result.metrics["accuracy"] > 0.6

@@ -235,6 +235,31 @@ class TrainConfig(TrainSettings):
         a log file gets one line per epoch instead of every redraw."""
         return sys.stderr.isatty() if self.progress is None else self.progress
 
+    # Speed and memory switches (lmtune.train.speed). Each keeps the plain path as its reference: tests check
+    # that loss and gradients agree. Defaults were chosen by measurement (benchmarks/RESULTS.md, train_speed).
+    group_by_length: bool = True
+    """Batch rows of similar length together (transformers' LengthGroupedSampler), so little compute goes to
+    padding; the batches are still shuffled. false: uniformly random batches."""
+    packing: bool | Literal["auto"] = "auto"
+    """Padding-free batches for decoders: a batch's rows are concatenated into one row with per-sequence position
+    ids (transformers' DataCollatorWithFlattening), and the causal mask keeps them apart. Exact for a decoder whose
+    attention builds its mask with transformers' masking utilities (not under a prompt-learning adapter, which
+    prepends virtual tokens to each row). `auto`: where it is exact and pays, i.e. with attention kernels that skip
+    the pairs across rows (flash_attention_2/3, flex_attention); with sdpa/eager the length-grouped batches are
+    faster. true packs wherever it is exact and refuses a model where it is not."""
+    lm_logits: Literal["labelled", "all"] = "labelled"
+    """`labelled`: a causal LM computes vocabulary logits only at the positions whose next token is in the loss
+    (the response, by default), not for the prompt (same loss, less compute and memory); `all`: every position."""
+    torch_compile: bool | Literal["auto"] = "auto"
+    """Compile the model with torch.compile (Trainer's flag). `auto`: on a CUDA GPU only (1.7x for LoRA on an H100
+    in issue 19's measurement); on this project's CPUs compilation costs more than a fine-tuning run saves."""
+    liger_kernel: bool | Literal["auto"] = "auto"
+    """Liger-Kernel's fused Triton kernels (RMSNorm, SwiGLU, RoPE, fused linear cross-entropy) on the architectures
+    it supports: GPUs only, `pip install 'lmtune[gpu]'`. `auto`: where it is installed, a GPU is there and the
+    architecture is supported; true refuses a run where it cannot apply."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of keeping them: less memory, about a third more time."""
+
 
 class LaunchConfig(StrictModel):
     """How `lmtune compare` and `lmtune tune` start each training run: in their own process, or as several

@@ -6,24 +6,28 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from lmtune.device import to_model_device
 
 
 @torch.no_grad()
 def evaluate_split(model, task, table, batch_size: int = 64) -> dict[str, Any]:
-    """Task metrics plus the mean loss on `table` (raw rows; encoded here)."""
-    encoded = task.encode(table, model.tokenizer)
-    loader = DataLoader(encoded, batch_size=batch_size, collate_fn=task.collator(model.tokenizer))
+    """Task metrics plus the mean loss on `table` (raw rows; encoded here). Rows are batched by length (longest
+    first, so little compute goes to padding) and the logits put back in the table's order."""
+    encoded = task.encode(table, model.tokenizer).to_list()
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
+    collate = task.collator(model.tokenizer)
     model.eval()
     all_logits, all_labels, loss_sum = [], [], 0.0
-    for batch in loader:
+    for start in range(0, len(order), batch_size):
+        batch = collate([encoded[i] for i in order[start:start + batch_size]])
         output = model(**to_model_device(batch, model))
         loss_sum += float(output.loss) * len(batch["labels"])
-        all_logits.append(output.logits.float().cpu().numpy())
-        all_labels.append(batch["labels"].cpu().numpy())
-    metrics = task.compute_metrics(np.concatenate(all_logits), np.concatenate(all_labels))
+        all_logits += list(output.logits.float().cpu().numpy())
+        all_labels += list(batch["labels"].cpu().numpy())
+    back = np.argsort(order)
+    logits, labels = np.stack(all_logits)[back], np.stack(all_labels)[back]
+    metrics = task.compute_metrics(logits, labels)
     metrics["loss"] = loss_sum / len(encoded)
     metrics["rows"] = len(encoded)
     return metrics

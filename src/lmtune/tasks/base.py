@@ -37,6 +37,9 @@ class TaskModel(nn.Module):
     has_feature_head: bool = False
     """True where `features(**batch)` gives the vector the head reads and `head.classify(features)` its logits:
     then a frozen body can be run once and the head fitted on cached features (train/head_fit.py)."""
+    takes_packed_rows: bool = False
+    """Whether the forward takes a padding-free batch (rows concatenated, `position_ids` restarting per row) and
+    computes the same loss: a causal LM's token loss does; a head reading pooled or per-row states does not."""
 
     def __init__(self, backbone: Backbone, head: nn.Module | None = None):
         super().__init__()

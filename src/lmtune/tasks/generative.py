@@ -6,13 +6,14 @@ Each subclass says how rows become `Example`s and how generations are scored.
 
 from __future__ import annotations
 
+import inspect
 from abc import abstractmethod
 from typing import Any
 
 import datasets
 import torch
 from pydantic import Field
-from torch.utils.data import DataLoader
+from torch import nn
 from transformers import DataCollatorForSeq2Seq
 
 from lmtune.config.schema import GenerationConfig, TaskConfig
@@ -46,10 +47,54 @@ class GenerativeModel(TaskModel):
         super().__init__(backbone)
         self.encoder_decoder = bool(getattr(backbone.body.config, "is_encoder_decoder", False))
         self.peft_task_type = "SEQ_2_SEQ_LM" if self.encoder_decoder else "CAUSAL_LM"
+        if not self.encoder_decoder:  # Trainer then counts the loss tokens as the shifted loss sees them: labels[:, 1:]
+            self.loss_type = "ForCausalLM"
+            self.takes_packed_rows = True  # a token loss over rows concatenated with restarting positions
 
-    def forward(self, input_ids=None, attention_mask=None, labels=None, num_items_in_batch=None, **_: Any):
+    labelled_logits_only = False
+    """Compute vocabulary logits only where the next token is in the loss (`train.lm_logits`; set by the trainer
+    setup). The plain path (logits everywhere, the LM's own loss) is the reference it is tested against."""
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, num_items_in_batch=None, position_ids=None,
+                **_: Any):
         extra = {"num_items_in_batch": num_items_in_batch} if num_items_in_batch is not None else {}
+        if position_ids is not None:  # packed rows (train.packing): positions restart at every sequence
+            extra["position_ids"] = position_ids
+        if labels is not None and not self.encoder_decoder:
+            # A loss needs no KV cache, and packing needs its absence: with a cache (config.use_cache, on by default)
+            # transformers 5.24 skips the packed-sequence detection and packed rows would attend to each other.
+            extra["use_cache"] = False
+        if labels is not None and self.labelled_logits_only:
+            return self._labelled_loss(input_ids, attention_mask, labels, num_items_in_batch, extra)
         return self.body(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **extra)
+
+    def can_keep_logits(self) -> bool:
+        """Decoders whose LM takes `logits_to_keep` as indices, under an adapter that keeps the positions (asked
+        once, by the trainer setup: not per step, where torch.compile would trace it)."""
+        if self.encoder_decoder or is_prompt_learning(self.body):
+            return False
+        lm = self.body.get_base_model() if hasattr(self.body, "get_base_model") else self.body
+        return "logits_to_keep" in inspect.signature(lm.forward).parameters
+
+    def _labelled_loss(self, input_ids, attention_mask, labels, num_items_in_batch, extra):
+        """The causal LM loss with logits only at positions t whose target labels[t+1] counts: the same sum of
+        token losses over the same denominator as transformers' ForCausalLMLoss, without the prompt's logits."""
+        extra = {k: v for k, v in extra.items() if k != "num_items_in_batch"}  # the loss is computed here
+        targets = labels[:, 1:]
+        positions = (targets != IGNORE).any(0).nonzero().squeeze(-1)  # shared by the batch's rows (one when packed)
+        output = self.body(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=positions, **extra)
+        kept = targets.index_select(1, positions)
+        logits = output.logits.float()
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), kept.reshape(-1),
+                                           ignore_index=IGNORE, reduction="sum")
+        count = num_items_in_batch if num_items_in_batch is not None else (kept != IGNORE).sum()
+        output.loss = loss / count
+        return output
+
+
+def is_prompt_learning(body) -> bool:
+    """PEFT's prompt-learning adapters (prompt/p-/prefix tuning) prepend virtual tokens and handle labels themselves."""
+    return bool(getattr(getattr(body, "active_peft_config", None), "is_prompt_learning", False))
 
 
 class FewShotTemplate(PromptTemplate):
@@ -220,10 +265,13 @@ class GenerativeTask(Task):
     @torch.no_grad()
     def loss(self, model: TaskModel, table, batch_size: int) -> float:
         """Mean loss per response token (teacher forcing)."""
-        encoded = self.encode(table, model.tokenizer)
+        encoded = self.encode(table, model.tokenizer).to_list()
+        encoded.sort(key=lambda row: -len(row["input_ids"]))  # batches of similar lengths: little padding
+        collate = self.collator(model.tokenizer)
         model.eval()
         total, tokens = 0.0, 0
-        for batch in DataLoader(encoded, batch_size=batch_size, collate_fn=self.collator(model.tokenizer)):
+        for start in range(0, len(encoded), batch_size):
+            batch = collate(encoded[start:start + batch_size])
             count = int((batch["labels"] != IGNORE).sum())
             total += float(model(**to_model_device(batch, model)).loss) * count
             tokens += count

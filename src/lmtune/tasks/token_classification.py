@@ -259,10 +259,14 @@ class TokenClassificationTask(Task):
         # the full gold sentence, so words lost to truncation count as missed, as conlleval would count them.
         model.eval()
         words, gold = table[TOKENS], table[TAGS]
-        predicted, loss_sum, labelled = [], 0.0, 0
-        for start in range(0, len(words), batch_size):
-            tags, loss, count = self._tag_batch(model, words[start : start + batch_size], gold[start : start + batch_size])
-            predicted += tags
+        order = sorted(range(len(words)), key=lambda i: -len(words[i]))  # batches of similar lengths: little padding
+        predicted: list = [None] * len(words)
+        loss_sum, labelled = 0.0, 0
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            tags, loss, count = self._tag_batch(model, [words[i] for i in rows], [gold[i] for i in rows])
+            for i, row_tags in zip(rows, tags):
+                predicted[i] = row_tags
             loss_sum, labelled = loss_sum + loss, labelled + count
         metrics = tag_metrics(gold, predicted)
         metrics.update(loss=loss_sum / max(labelled, 1), rows=len(words))

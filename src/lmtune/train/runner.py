@@ -25,7 +25,7 @@ from lmtune.models.quantization import apply_strategy, prepare_for_training
 from lmtune.results import TrainingMetrics, write_metrics
 from lmtune.runconfig import RunConfig, resolve
 from lmtune.tasks import TASKS
-from lmtune.train import ranks, rundir
+from lmtune.train import ranks, rundir, speed
 from lmtune.train.checkpoints import newest_complete
 from lmtune.train.fsdp import check_sharded, fsdp_arguments, gather_trainable
 from lmtune.train.head_fit import fit_head, uses_head_fit
@@ -107,6 +107,7 @@ def _training_arguments(cfg: RunConfig, run_dir: Path, loss_only: bool, model) -
         prediction_loss_only=loss_only,
         **ranks.trainer_settings(),
         **fsdp_arguments(t.fsdp, model),
+        **speed.trainer_arguments(t),
     )
 
 
@@ -206,12 +207,13 @@ def _trainer(cfg: RunConfig, run_dir: Path, task, model, splits, callbacks) -> L
     tokenizer = model.tokenizer
     early_stopping = [EarlyStoppingCallback(cfg.train.early_stopping_patience)] if cfg.train.early_stopping_patience else []
     metric_fn = task.trainer_metrics()
+    speed.prepare(cfg.train, model)
     trainer = LmtuneTrainer(
         model=model,
         args=_training_arguments(cfg, run_dir, loss_only=metric_fn is None, model=model),
         train_dataset=task.encode(splits.train, tokenizer),
         eval_dataset=task.encode(splits.validation, tokenizer),
-        data_collator=task.collator(tokenizer),
+        data_collator=speed.train_collator(cfg.train, task, model),
         compute_metrics=(lambda p: scalar_metrics(metric_fn(p.predictions, p.label_ids))) if metric_fn else None,
         callbacks=[JsonlLog(run_dir / rundir.LOG_FILE), *early_stopping, *(callbacks or [])],
         head_learning_rate=cfg.train.head_learning_rate,

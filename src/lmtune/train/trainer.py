@@ -8,18 +8,23 @@ from pathlib import Path
 from safetensors.torch import save_file
 from transformers import Trainer, TrainerState
 from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import TrainOutput
 from transformers.utils import SAFE_WEIGHTS_NAME
 
+from lmtune.train.speed import SeededLengthGroupedSampler
+
 
 class LmtuneTrainer(Trainer):
-    """Three changes to transformers' Trainer, nothing else:
+    """Four changes to transformers' Trainer, nothing else:
 
     - Checkpoints keep only what trains. The task model is a plain nn.Module (body + head) and Trainer would save
       its whole state dict; the frozen base is reproducible from the base model (KB for adapters, not 540 MB).
       Trainer's resume and best-model paths load with strict=False, so they work as is.
     - The task head gets its own learning rate. It starts from random weights while the body is pretrained; at a
       full-fine-tuning rate (5e-5) it would barely move in a few hundred steps.
+    - Length-grouped batches are drawn from a generator seeded per epoch (`SeededLengthGroupedSampler`), so a
+      resumed run replays the batches an unbroken one would have seen.
     - Resuming from the checkpoint written at the last step trains nothing. Trainer (5.24) takes one step more
       when max_steps ends mid-epoch (its epoch loop steps before it checks max_steps), so a run killed during
       its final evaluation or save would end one optimizer step past the uninterrupted run.
@@ -44,6 +49,12 @@ class LmtuneTrainer(Trainer):
         for group in head_groups:
             optimizer.add_param_group(group)
         return optimizer
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):  # reproducible under resume (lmtune.train.speed)
+            return SeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths, seed=self.args.seed)
+        return sampler
 
     def train(self, resume_from_checkpoint: str | None = None, **kwargs):
         state_file = Path(resume_from_checkpoint or "") / TRAINER_STATE_NAME
