@@ -21,7 +21,7 @@ from lmtune.data.splits import Splits
 from lmtune.data.templates import Example, PromptTemplate, TemplateName, build_template, stop_strings
 from lmtune.device import to_model_device
 from lmtune.errors import LmtuneError
-from lmtune.evaluate.generation import generate_texts
+from lmtune.evaluate.generation import generate_texts, length_batches
 from lmtune.tasks.base import Task, TaskModel
 
 IGNORE = -100  # label id the loss skips
@@ -266,12 +266,11 @@ class GenerativeTask(Task):
     def loss(self, model: TaskModel, table, batch_size: int) -> float:
         """Mean loss per response token (teacher forcing)."""
         encoded = self.encode(table, model.tokenizer).to_list()
-        encoded.sort(key=lambda row: -len(row["input_ids"]))  # batches of similar lengths: little padding
         collate = self.collator(model.tokenizer)
         model.eval()
         total, tokens = 0.0, 0
-        for start in range(0, len(encoded), batch_size):
-            batch = collate(encoded[start:start + batch_size])
+        for rows in length_batches([len(row["input_ids"]) for row in encoded], batch_size, equal_lengths=False):
+            batch = collate([encoded[i] for i in rows])  # rows of similar lengths: little padding
             count = int((batch["labels"] != IGNORE).sum())
             total += float(model(**to_model_device(batch, model)).loss) * count
             tokens += count

@@ -30,6 +30,7 @@ from lmtune.data.conll import (
 from lmtune.data.splits import Splits, split_off_validation, stratified_sample
 from lmtune.device import to_model_device
 from lmtune.errors import LmtuneError
+from lmtune.evaluate.generation import length_batches
 from lmtune.models.pooling import real_token_states
 from lmtune.tasks.base import Task, TaskModel, register_task
 
@@ -259,11 +260,9 @@ class TokenClassificationTask(Task):
         # the full gold sentence, so words lost to truncation count as missed, as conlleval would count them.
         model.eval()
         words, gold = table[TOKENS], table[TAGS]
-        order = sorted(range(len(words)), key=lambda i: -len(words[i]))  # batches of similar lengths: little padding
         predicted: list = [None] * len(words)
         loss_sum, labelled = 0.0, 0
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        for rows in length_batches([len(w) for w in words], batch_size, equal_lengths=False):  # little padding
             tags, loss, count = self._tag_batch(model, [words[i] for i in rows], [gold[i] for i in rows])
             for i, row_tags in zip(rows, tags):
                 predicted[i] = row_tags

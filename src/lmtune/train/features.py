@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from torch.utils.data import DataLoader
 
+from lmtune.device import to_model_device
+from lmtune.evaluate.generation import length_batches
 from lmtune.io import atomic_write
 
 FEATURES_DIR = "features"
@@ -45,20 +46,17 @@ def compute_features(model, encoded, collator, batch_size: int) -> torch.Tensor:
     length (less padding; pooling reads only the real tokens, so the batching does not change a row's vector)."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    inputs = encoded.remove_columns([c for c in encoded.column_names if c == "labels"])
-    lengths = [len(ids) for ids in inputs["input_ids"]]
-    by_length = sorted(range(len(inputs)), key=lengths.__getitem__)
-    loader = DataLoader(inputs.select(by_length), batch_size=batch_size, collate_fn=collator)
+    inputs = encoded.remove_columns([c for c in encoded.column_names if c == "labels"]).to_list()
+    batches = length_batches([len(row["input_ids"]) for row in inputs], batch_size, equal_lengths=False)
     chunks = []
-    for batch in loader:
-        batch = {k: v.to(device) for k, v in batch.items()}
+    for rows in batches:
+        batch = to_model_device(collator([inputs[i] for i in rows]), model)
         chunks.append(model.features(**batch).float().cpu())
     model.train(was_training)
     if not chunks:
         return torch.zeros(0, model.body.config.hidden_size)
     features = torch.empty(len(inputs), chunks[0].size(-1))
-    features[torch.tensor(by_length)] = torch.cat(chunks)
+    features[torch.tensor([i for rows in batches for i in rows])] = torch.cat(chunks)
     return features
 
 
