@@ -118,6 +118,10 @@ def test_the_continuation_is_tokenised_as_in_running_text(mc_models, mc_data, tm
     assert trailing == plain, "a trailing space moves to the continuation, as the harness does"
     scored = [t for t, m in zip(plain.input_ids, plain.target_mask) if m]
     assert scored == tokenizer(" red", add_special_tokens=False)["input_ids"]
+    item = task.items(task.load_data().test)[0]
+    _, owners = task.scoring_rows([item], tokenizer)
+    assert [length for _, _, length in owners] == [len(c) for c in item.choices], \
+        "acc_norm divides by the choice's own length, as the harness's len(choice), not the space before it"
 
 
 def token_by_token(body, ids: list[int], target_mask: list[int]) -> float:

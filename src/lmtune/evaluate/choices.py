@@ -32,11 +32,12 @@ class ScoredRows:
     """[items, choices] summed log-probability of each choice's tokens (-inf where an item has fewer choices)."""
     counts: np.ndarray
     """[items, choices] how many tokens were scored."""
-    nbytes: np.ndarray
-    """[items, choices] each continuation's length in UTF-8 bytes (the harness's acc_norm divisor)."""
+    lengths: np.ndarray
+    """[items, choices] each choice's length in characters, without the space before it: the harness's acc_norm
+    divisor (`len(choice)` in lm_eval/api/task.py; equal to bytes for ASCII text)."""
 
     def best(self, normalised: bool) -> np.ndarray:
-        scores = self.sums / np.maximum(self.nbytes, 1) if normalised else self.sums
+        scores = self.sums / np.maximum(self.lengths, 1) if normalised else self.sums
         return scores.argmax(axis=1)
 
     def loss(self, rows: list[int], gold: np.ndarray, kind: str) -> float:
@@ -53,7 +54,7 @@ class ScoredRows:
 @torch.no_grad()
 def score_rows(body, rows: list[EncodedRow], owners: list[tuple[int, int, int]], items: int, choices: int,
                pad_token_id: int, batch_size: int, progress: bool = False, share_context: bool = False) -> ScoredRows:
-    """`owners[k]` = (item, choice, bytes) of `rows[k]`. The body is any causal LM (PEFT-wrapped or not).
+    """`owners[k]` = (item, choice, length) of `rows[k]`. The body is any causal LM (PEFT-wrapped or not).
 
     `share_context`: run each question's context once and its choices from the KV cache (`shared_context_scores`),
     for bodies whose cached forward is exact (the adapter's form decodes `cached`: LoRA, bottleneck, IA3, full,
@@ -74,7 +75,7 @@ def score_rows(body, rows: list[EncodedRow], owners: list[tuple[int, int, int]],
 
 def _record(scored: ScoredRows, owner: tuple[int, int, int], total: float, count: int) -> None:
     item, choice, size = owner
-    scored.sums[item, choice], scored.counts[item, choice], scored.nbytes[item, choice] = total, count, size
+    scored.sums[item, choice], scored.counts[item, choice], scored.lengths[item, choice] = total, count, size
 
 
 def _full_row_scores(body, rows, owners, indices: list[int], scored: ScoredRows, pad: int, batch_size: int, bar) -> None:

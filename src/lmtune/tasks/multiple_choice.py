@@ -1,6 +1,7 @@
 """Multiple choice scored by log-likelihood, the way lm-evaluation-harness scores it: every choice is a
 continuation of the question, its summed token log-probability is its score, the highest wins (`accuracy`, the
-harness's `acc`); `accuracy_norm` (`acc_norm`) divides each score by the choice's length in UTF-8 bytes.
+harness's `acc`); `accuracy_norm` (`acc_norm`) divides each score by the choice's length in characters, as the
+harness does.
 
 Training ranks the choices too (`task.loss: choice`: cross-entropy over the choices' summed log-likelihoods), or
 learns the gold answer as text (`task.loss: lm`: the language-model loss on the gold continuation only). Both run
@@ -206,11 +207,12 @@ class MultipleChoiceTask(Task):
         return [self.encode_pair(c, t, tokenizer) for c, t in zip(self.contexts(item, tokenizer), self.continuations(item))]
 
     def scoring_rows(self, items: list[ChoiceItem], tokenizer) -> tuple[list[EncodedChoice], list[tuple[int, int, int]]]:
-        """Every choice of every item as a row, and its owner: (item, choice, the continuation's UTF-8 bytes)."""
+        """Every choice of every item as a row, and its owner: (item, choice, its acc_norm length). The harness divides
+        by the choice's own text, not the space the template puts before it (`len(choice)`)."""
         rows, owners = [], []
         for n, item in enumerate(items):
             rows += self.encoded_choices(item, tokenizer)
-            owners += [(n, i, len(t.encode("utf-8"))) for i, t in enumerate(self.continuations(item))]
+            owners += [(n, i, len(t.lstrip())) for i, t in enumerate(self.continuations(item))]
         return rows, owners
 
     def collator(self, tokenizer):
