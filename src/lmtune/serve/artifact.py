@@ -109,7 +109,7 @@ def describe(folder: Path) -> tuple[str, str, str, list[str] | None]:
             config = yaml.safe_load((folder / "config.yaml").read_text())
             method = (config.get("method") or {}).get("name", "unknown")
             labels = (config.get("data") or {}).get("labels") if (folder / "head.safetensors").is_file() else None
-            return kind, base, method, [str(label) for label in labels] if labels else None
+            return kind, base, method, [str(label) for label in labels] if isinstance(labels, list) else None
         config = read_json_object(folder / "adapter_config.json")
         peft_type = str(config.get("peft_type"))
         return serve_kind_of(peft_type), str(config.get("base_model_name_or_path")), peft_type, None
