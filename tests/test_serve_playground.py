@@ -64,6 +64,8 @@ def test_playground_in_chromium_answers_like_the_api(server, tmp_path):  # noqa:
     with openai.OpenAI(base_url=f"{server}/v1", api_key=API_KEY, max_retries=0) as oai:
         expected = {name: oai.completions.create(model=name, prompt=PROMPT, max_tokens=MAX_TOKENS, temperature=0)
                     for name in GENERATIVE}
+        chat = oai.chat.completions.create(model="gen-lora", messages=[{"role": "user", "content": PROMPT}],
+                                           max_tokens=MAX_TOKENS, temperature=0)
     classified = httpx.post(f"{server}/v1/classify", json={"model": "cls-lora", "input": PROMPT},
                             headers={"Authorization": f"Bearer {API_KEY}"}).json()["data"][0]
 
@@ -99,6 +101,12 @@ def test_playground_in_chromium_answers_like_the_api(server, tmp_path):  # noqa:
                  for row in column.locator(".prob").all()}
         assert shown == pytest.approx(classified["probabilities"], abs=1e-6)
         page.screenshot(path=str(tmp_path / "playground.png"), full_page=True)
+
+        page.check("#chat")  # the generative columns go through /v1/chat/completions; the classifier still classifies
+        page.click("#send")
+        _wait_done(page, 3)
+        assert _column(page, "gen-lora").locator(".output").text_content() == chat.choices[0].message.content
+        assert _column(page, "cls-lora").locator(".prob").count() == 2
         assert not problems, problems
         assert all(url.startswith(f"{server}/") for url in requests), requests
 
