@@ -1,4 +1,5 @@
-"""Open a local HTML file in Debian's headless Chromium through Playwright (never `playwright install`)."""
+"""Open a local HTML file, or a page of a server on loopback, in Debian's headless Chromium through Playwright
+(never `playwright install`)."""
 
 from __future__ import annotations
 
@@ -35,10 +36,11 @@ def browser_ready() -> bool:
 
 
 @contextmanager
-def open_page(path: Path):
-    """Yield (page, problems, requests): console errors and page errors are collected into `problems`, every
-    URL the page asked for into `requests`. Skips the whole test when chromium or playwright is missing, saying
-    how to fix it: use it directly only in tests that are about the page; elsewhere guard it with browser_ready()."""
+def open_page(path: Path | str):
+    """Open `path` (a file, or a URL as a string) and yield (page, problems, requests): console errors and page
+    errors are collected into `problems`, every URL the page asked for into `requests`. Skips the whole test when
+    chromium or playwright is missing, saying how to fix it: use it directly only in tests that are about the page;
+    elsewhere guard it with browser_ready()."""
     why = browser_missing()
     if why is not None:
         pytest.skip(why)
@@ -53,7 +55,7 @@ def open_page(path: Path):
             page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
             page.on("pageerror", lambda err: problems.append(f"page error: {err}"))
             page.on("request", lambda r: requests.append(r.url))
-            page.goto(path.resolve().as_uri(), wait_until="load")
+            page.goto(path if isinstance(path, str) else path.resolve().as_uri(), wait_until="load")
             yield page, problems, requests
         finally:
             browser.close()

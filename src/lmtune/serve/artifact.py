@@ -98,20 +98,23 @@ def read_tensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
     return tensors
 
 
-def describe(folder: Path) -> tuple[str, str, str]:
-    """(kind, base, method) from the folder's small config files, without loading weights (for listings)."""
+def describe(folder: Path) -> tuple[str, str, str, list[str] | None]:
+    """(kind, base, method, labels) from the folder's small config files, without loading weights (for listings:
+    a classification run's labels show before its first use, so clients such as the playground know to classify)."""
     try:
         if all((folder / m).is_file() for m in RUN_MARKERS):
             base = read_json_object(folder / "provenance.json")["base_model"]["id"]
             metrics = folder / "metrics.json"
             kind = json.loads(metrics.read_text()).get("serve_kind", "unknown") if metrics.is_file() else "unfinished run"
-            method = (yaml.safe_load((folder / "config.yaml").read_text()).get("method") or {}).get("name", "unknown")
-            return kind, base, method
+            config = yaml.safe_load((folder / "config.yaml").read_text())
+            method = (config.get("method") or {}).get("name", "unknown")
+            labels = (config.get("data") or {}).get("labels") if (folder / "head.safetensors").is_file() else None
+            return kind, base, method, [str(label) for label in labels] if isinstance(labels, list) else None
         config = read_json_object(folder / "adapter_config.json")
         peft_type = str(config.get("peft_type"))
-        return serve_kind_of(peft_type), str(config.get("base_model_name_or_path")), peft_type
+        return serve_kind_of(peft_type), str(config.get("base_model_name_or_path")), peft_type, None
     except (OSError, ValueError, KeyError, AttributeError, TypeError, LmtuneError) as err:
-        return "unreadable", "", f"{type(err).__name__}: {err}"
+        return "unreadable", "", f"{type(err).__name__}: {err}", None
 
 
 def _read_run(name: str, folder: Path, model: nn.Module, base_hash: str) -> ServedAdapter:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hmac
 import json
 
-PUBLIC_PATHS = ("/health", "/metrics")
-"""Open without a key, as in vLLM. Everything else (/v1/..., /docs, /openapi.json) needs one."""
+PUBLIC_PATHS = ("/health", "/metrics", "/")
+"""Open without a key: /health and /metrics as in vLLM, and the playground page (it holds no secrets; each call it
+makes carries the key). Everything else (/v1/..., /docs, /openapi.json) needs one."""
 
 
 async def _answer(send, status: int, message: str, type_: str, code: str, headers: dict[str, str] | None = None) -> None:
@@ -32,7 +33,7 @@ def _header(scope, name: bytes) -> str:
 
 
 class ApiKeyMiddleware:
-    """`Authorization: Bearer <key>` on every route but /health and /metrics, checked before the body is read."""
+    """`Authorization: Bearer <key>` on every route but PUBLIC_PATHS, checked before the body is read."""
 
     def __init__(self, app, keys: list[str]):
         self.app, self.keys = app, [k.encode() for k in keys if k]

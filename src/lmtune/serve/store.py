@@ -137,8 +137,8 @@ class AdapterStore:
     def info(self, name: str) -> AdapterInfo:
         adapter = self._loaded.get(name)
         if adapter is None:
-            kind, base, method = describe(self._paths[name])
-            return AdapterInfo(name, kind, base, self.shown(self._paths[name]), False, None, None, method)
+            kind, base, method, labels = describe(self._paths[name])
+            return AdapterInfo(name, kind, base, self.shown(self._paths[name]), False, None, labels, method)
         labels = adapter.head.labels if adapter.head else None
         return AdapterInfo(name, adapter.kind, adapter.base, self.shown(adapter.source), True, adapter.nbytes(), labels,
                            adapter.method)
