@@ -88,6 +88,35 @@ def test_penalties_and_logit_bias_through_the_client(oai, engine):  # noqa: F811
     assert extra.usage.completion_tokens == 3
 
 
+@pytest.mark.parametrize("field, value", [("presence_penalty", 2.0), ("frequency_penalty", 2.0),
+                                          ("repetition_penalty", 3.0)])
+def test_each_penalty_reaches_the_engine_through_the_client(oai, engine, field, value):  # noqa: F811
+    """Each penalty alone, sent as the client sends it (vLLM's repetition_penalty in extra_body), gives the engine's
+    penalised text; min_tokens keeps the row going, so a penalty has generated tokens to act on."""
+    sampling = {"max_tokens": 8, "min_tokens": 8}
+    penalised = alone(engine, PROMPT, "gen-lora", **sampling, **{field: value})
+    assert penalised != alone(engine, PROMPT, "gen-lora", **sampling), "this penalty changes nothing here"
+    top = {} if field == "repetition_penalty" else {field: value}
+    extra = {"min_tokens": 8, **({field: value} if field == "repetition_penalty" else {})}
+    out = oai.completions.create(model="gen-lora", prompt=PROMPT, max_tokens=8, extra_body=extra, **top)
+    assert out.choices[0].text == penalised
+    chat = oai.chat.completions.create(model="gen-lora", messages=[{"role": "user", "content": PROMPT}],
+                                       max_tokens=8, extra_body=extra, **top)
+    ids, stops = engine.chat_prompt([{"role": "user", "content": PROMPT}], "gen-lora")
+    chat_penalised = alone(engine, ids, "gen-lora", stop=stops, **sampling, **{field: value})
+    assert chat_penalised != alone(engine, ids, "gen-lora", stop=stops, **sampling)
+    assert chat.choices[0].message.content == chat_penalised
+
+
+def test_chat_n_2_samples_each_choice_with_its_own_seed(oai, engine):  # noqa: F811
+    messages = [{"role": "user", "content": PROMPT}]
+    out = oai.chat.completions.create(model="gen-lora", messages=messages, n=2, max_tokens=6, temperature=1.0, seed=5)
+    ids, stops = engine.chat_prompt(messages, "gen-lora")
+    wanted = [alone(engine, ids, "gen-lora", stop=stops, max_tokens=6, temperature=1.0, seed=5 + i) for i in (0, 1)]
+    assert [c.index for c in out.choices] == [0, 1] and wanted[0] != wanted[1]
+    assert [c.message.content for c in out.choices] == wanted
+
+
 def test_streamed_chat_with_logprobs_equals_the_whole_answer(oai):
     messages = [{"role": "user", "content": PROMPT}]
     whole = oai.chat.completions.create(model="gen-lora", messages=messages, max_tokens=6, logprobs=True,
