@@ -145,7 +145,8 @@ class _Sampling(_Strict):
 
     def refuse_unservable(self, has_tool_template: bool, has_fim_tokens: bool = False) -> None:
         """400 naming the first field set that lmtune cannot honour, and why (never a bare "unknown field")."""
-        for name in self.model_fields_set:
+        # in the order the fields are declared (`tools` before `tool_choice`): a set's order would vary by run
+        for name in (n for n in type(self).model_fields if n in self.model_fields_set):
             value = getattr(self, name)
             reason = REFUSED.get(name)
             if reason is None or value is None or ACCEPTED.get(name, lambda v: False)(value):
