@@ -151,6 +151,30 @@ def test_refused_fields_name_themselves_through_the_client(oai):
     assert ok.choices[0].finish_reason in ("stop", "length")
 
 
+def test_every_field_the_client_knows_is_served_or_refused_by_name(oai):
+    """Each keyword of the installed client's create methods is a field of its route: none is an 'unknown field'
+    (a newer client's new field fails here until it is served or refused). Tags and cache hints change nothing;
+    options lmtune lacks are refused with the reason."""
+    import inspect
+
+    from lmtune.serve.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+
+    for create, request in [(oai.chat.completions.create, ChatRequest), (oai.completions.create, CompletionRequest),
+                            (oai.embeddings.create, EmbeddingRequest)]:
+        known = set(inspect.signature(create).parameters) - {"extra_headers", "extra_query", "extra_body", "timeout"}
+        assert known <= set(request.model_fields), (request.__name__, sorted(known - set(request.model_fields)))
+    messages = [{"role": "user", "content": PROMPT}]
+    plain = oai.chat.completions.create(model="gen-lora", messages=messages, max_tokens=4).choices[0].message.content
+    tagged = oai.chat.completions.create(model="gen-lora", messages=messages, max_tokens=4, store=False,
+                                         service_tier="auto", metadata={"run": "1"}, safety_identifier="u1",
+                                         prompt_cache_key="k", prompt_cache_retention="24h", user="u")
+    assert tagged.choices[0].message.content == plain
+    for field, value, why in [("store", True, "not stored"), ("service_tier", "flex", "one service tier"),
+                              ("verbosity", "low", "verbosity"), ("reasoning_effort", "low", "reasoning")]:
+        with pytest.raises(openai.BadRequestError, match=f"'{field}' is not supported: .*{why}"):
+            oai.chat.completions.create(model="gen-lora", messages=messages, max_tokens=4, **{field: value})
+
+
 def test_tokenize_and_detokenize(server, engine):  # noqa: F811
     headers = {"Authorization": f"Bearer {API_KEY}"}
     with httpx.Client(base_url=server, headers=headers, timeout=30) as http:
