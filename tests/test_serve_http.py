@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -96,18 +97,16 @@ def client(engine):
         yield test_client
 
 
-@pytest.fixture(scope="module")
-def server(engine):
-    """A real uvicorn on a free loopback port, API keys on; the same engine. Yields its base URL."""
+@contextmanager
+def loopback(app):
+    """A real uvicorn serving `app` on a free loopback port, in a thread; yields its base URL."""
     import uvicorn
-
-    from lmtune.serve.app import create_app
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = uvicorn.Config(create_app(engine, [API_KEY]), host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="off", timeout_graceful_shutdown=2)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
+                            timeout_graceful_shutdown=2)
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
@@ -115,10 +114,21 @@ def server(engine):
     while not uv.started and time.time() < deadline and thread.is_alive():
         time.sleep(0.05)
     assert uv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def server(engine):
+    """A real uvicorn on a free loopback port, API keys on; the same engine. Yields its base URL."""
+    from lmtune.serve.app import create_app
+
+    with loopback(create_app(engine, [API_KEY])) as url:
+        yield url
 
 
 def alone(engine, prompt, adapter, **sampling) -> str:

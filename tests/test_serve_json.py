@@ -2,8 +2,7 @@
 parses and follows its schema; a JSON row and a free-text row share a batch and the free one is unchanged; the
 grammar holds back an end of sequence that the request's own logit_bias pushes (so the test could fail).
 
-A tiny random Llama with a byte-level BPE tokenizer (JSON needs braces and quotes, which the word-level test
-tokenizer lacks), trained here on a few lines in well under a second."""
+A tiny random Llama with a byte-level BPE tokenizer (conftest.build_bpe_llama)."""
 
 from __future__ import annotations
 
@@ -17,6 +16,7 @@ openai = pytest.importorskip("openai")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from conftest import build_bpe_llama  # noqa: E402
 from lmtune.serve.engine import Engine, EngineConfig, SamplingParams  # noqa: E402
 
 SCHEMA = {"type": "object", "properties": {"colour": {"enum": ["red", "blue", "green"]}, "n": {"enum": [1, 2, 3]}},
@@ -25,25 +25,9 @@ SCHEMA = {"type": "object", "properties": {"colour": {"enum": ["red", "blue", "g
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
-
-    from lmtune.models.tiny import tiny_config
-
-    folder = tmp_path_factory.mktemp("json-llama")
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
     texts = [json.dumps({"colour": c, "n": n}) for c in ("red", "blue", "green") for n in (1, 2, 3)]
     texts += ["copy red 3 the answer is 3", "a lovely film, a waste of time"]
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=320, special_tokens=["<pad>", "</s>", "<s>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="</s>", bos_token="<s>")
-    torch.manual_seed(0)
-    LlamaForCausalLM(tiny_config("llama", len(tokenizer), tokenizer.pad_token_id,
-                                 eos_id=tokenizer.eos_token_id)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = build_bpe_llama(tmp_path_factory.mktemp("json-llama"), texts)
     engine = Engine(str(folder), None, EngineConfig(max_batch_size=8), num_threads=1)
     engine.start()
     yield engine

@@ -145,7 +145,8 @@ class _Sampling(_Strict):
 
     def refuse_unservable(self, has_tool_template: bool, has_fim_tokens: bool = False) -> None:
         """400 naming the first field set that lmtune cannot honour, and why (never a bare "unknown field")."""
-        for name in self.model_fields_set:
+        # in the order the fields are declared (`tools` before `tool_choice`): a set's order would vary by run
+        for name in (n for n in type(self).model_fields if n in self.model_fields_set):
             value = getattr(self, name)
             reason = REFUSED.get(name)
             if reason is None or value is None or ACCEPTED.get(name, lambda v: False)(value):
@@ -215,6 +216,20 @@ class ChatRequest(_Sampling):
     prediction: Any = None
     web_search_options: Any = None
     reasoning_effort: Any = None
+    verbosity: Any = None
+    moderation: Any = None
+    store: Any = None
+    service_tier: Any = None
+    metadata: dict[str, str] | None = None
+    """OpenAI's tags for the caller's own bookkeeping, like `user`: accepted, not used."""
+    safety_identifier: str | None = None
+    """OpenAI's id of the end user, like `user`: accepted, not used."""
+    prompt_cache_key: str | None = None
+    """A hint for OpenAI's prompt cache (there is none here; the answer is the same): accepted, not used."""
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    """As `prompt_cache_key`."""
+    prompt_cache_options: dict | None = None
+    """As `prompt_cache_key`."""
 
 
 TOOL_FIELDS = {"tools", "tool_choice", "parallel_tool_calls", "functions", "function_call"}
@@ -228,11 +243,17 @@ REFUSED = {
     "prediction": "predicted outputs (speculative decoding from a given text) are not served",
     "web_search_options": "lmtune's models do not search the web",
     "reasoning_effort": "the served models are not reasoning models",
+    "verbosity": "the served models have no verbosity control (it is a reasoning-model option)",
+    "moderation": "no moderation model is served",
+    "store": "completions are not stored (only store: false is accepted)",
+    "service_tier": "the server has one service tier (only 'auto' and 'default' are accepted)",
 }
 ACCEPTED = {
     "modalities": lambda v: v == ["text"],
     "tool_choice": lambda v: v == "none",
     "parallel_tool_calls": lambda v: True,  # meaningless without tools, which are refused on their own
+    "store": lambda v: v is False,
+    "service_tier": lambda v: v in ("auto", "default"),
 }
 """Values of refused fields that ask for nothing lmtune lacks (what clients send by default)."""
 REFUSED_PARTS = {
