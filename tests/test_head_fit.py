@@ -76,6 +76,58 @@ def test_a_changed_base_or_changed_data_never_reuses_the_cache(tiny_models, toy_
     assert not reused and not torch.allclose(other_base, first)
     back, reused = features(cfg.model, splits.train)
     assert not reused and torch.allclose(back, first), "the file now held the random base's features"
+    top_task = build_task(cfg.updated({"model.pooling_layers": 1}))  # a head that reads other layers
+    top_model = top_task.build_model(load_backbone(cfg.model, task.backbone_class, 0))
+    encoded = top_task.encode(splits.train, top_model.tokenizer)
+    top_only, reused = cached_features(top_model, encoded, top_task.collator(top_model.tokenizer), 16,
+                                       tmp_path / "cache", "train")
+    assert not reused and top_only.size(-1) < first.size(-1)
+
+
+def test_a_head_on_a_frozen_body_reads_the_last_layers_and_a_trained_body_the_top(tiny_models, toy_data, tmp_path):
+    def resolved(method, **model):
+        raw = tiny_raw_config(tiny_models["bert"], toy_data, tmp_path, method)
+        raw["model"] = {**raw["model"], **model}
+        return resolve(resolve_config(raw))
+
+    assert resolved({"name": "freeze"}).model.pooling_layers == 4
+    assert resolved({"name": "freeze", "train_last_layers": 1}).model.pooling_layers == 1
+    assert resolved({"name": "lora"}).model.pooling_layers == 1
+    assert resolved({"name": "lora"}, pooling_layers=2).model.pooling_layers == 2, "the user's setting is kept"
+    assert resolved({"name": "freeze"}, pooling_layers=1).model.pooling_layers == 1
+
+
+def test_the_pooled_features_are_each_layer_pooled_and_concatenated(head_run):
+    """The reference: every hidden layer pooled on its own by hand (mean over the real tokens), the last ones
+    concatenated; the tiny model's 2 blocks give 3 layers with the embeddings, so a default of 4 reads all 3."""
+    loaded = load_run(head_run.run_dir)
+    task, model = loaded.task, loaded.model
+    layers = model.body.config.num_hidden_layers + 1
+    assert loaded.config.model.pooling_layers == 4 and model.head.layers == layers
+    encoded = task.encode(task.load_data().validation.select(range(6)), model.tokenizer)
+    batch = task.collator(model.tokenizer)([encoded[i] for i in range(6)])
+    with torch.no_grad():
+        got = model.features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        states = model.body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            output_hidden_states=True).hidden_states
+    mask = batch["attention_mask"].bool()
+    expected = torch.stack([torch.cat([h[row][mask[row]].mean(0) for h in states[-layers:]]) for row in range(6)])
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_run_saved_before_pooling_layers_existed_reads_the_top_layer(head_run, tmp_path):
+    import shutil
+
+    import yaml
+
+    old = tmp_path / "old-run"
+    shutil.copytree(head_run.run_dir, old)
+    saved = yaml.safe_load((old / "config.yaml").read_text())
+    del saved["model"]["pooling_layers"]
+    (old / "config.yaml").write_text(yaml.safe_dump(saved))
+    from lmtune.train.rundir import load_run_config
+
+    assert load_run_config(old).model.pooling_layers == 1
 
 
 def test_compute_features_is_what_the_model_pools(head_run):

@@ -101,6 +101,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
     changes.update(strategy.defaults(changes.get("data.labels", cfg.data.labels)))
     learning_rate = cfg.train.learning_rate or strategy.default_learning_rate
     changes["train.learning_rate"] = learning_rate
+    changes["model.pooling_layers"] = cfg.model.pooling_layers or strategy.default_pooling_layers
     changes["train.head_learning_rate"] = cfg.train.head_learning_rate or max(learning_rate, DEFAULT_HEAD_LEARNING_RATE)
     return cfg.updated(changes)
 

@@ -56,6 +56,12 @@ class ModelConfig(StrictModel):
     pooling: Literal["auto", "mean", "cls", "last"] = "auto"
     """How a sequence becomes one vector for a head: `auto` reads the backbone (sentence-transformers models say
     mean; other encoders mean; decoders the last real token)."""
+    pooling_layers: int | None = Field(None, gt=0)
+    """How many of the body's last hidden layers a classification head reads, each pooled as `pooling` says and
+    concatenated (the embedding output counts as a layer; at most all of them). None: the strategy's default, 4
+    for a head on a frozen body (`method.name=freeze`, the feature-based recipe of BERT's paper: a frozen top
+    layer is tuned to the pre-training objective, the layers below it hold more of what a new task needs;
+    benchmarks/RESULTS.md measures it), 1 wherever the body trains."""
     max_length: int | None = Field(None, gt=0)
     """Inputs (prompt plus response for generative tasks) are cut to this many tokens; none takes the task's
     default (128 for classification and tagging, 256 for instruction and translation: the LLM-Adapters cut-off)."""

@@ -31,6 +31,8 @@ class Strategy(ABC):
     form: ClassVar[Form]
     """What the trained adapter is (`lmtune.forms`): how evaluation decodes with it and how it is served."""
     default_learning_rate: ClassVar[float]
+    default_pooling_layers: ClassVar[int] = 1
+    """How many last hidden layers a classification head reads when model.pooling_layers is not set."""
     summary: ClassVar[str] = ""
 
     def __init__(self, cfg: MethodConfig):

@@ -40,6 +40,12 @@ class Freeze(Strategy):
         # A lone linear head on frozen features wants a far larger step than transformer blocks do.
         return 5e-3 if self.cfg.train_last_layers == 0 else 2e-4
 
+    @property
+    def default_pooling_layers(self) -> int:  # type: ignore[override]
+        # A frozen top layer is shaped by the pre-training objective; the head does better reading the last four
+        # layers together (BERT's feature-based recipe; benchmarks/RESULTS.md, issue 18). A trained block adapts.
+        return 4 if self.cfg.train_last_layers == 0 else 1
+
     def _trained_blocks(self, body) -> list[torch.nn.Module]:
         blocks = transformer_blocks(body)
         if self.cfg.train_last_layers > len(blocks):

@@ -25,3 +25,20 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch
         last = length - 1 - torch.argmax(attention_mask.flip(dims=[1]).to(torch.long), dim=1)
         return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
     raise ValueError(f"unknown pooling {mode!r}; use mean, cls or last")
+
+
+def head_layers(model_config, requested: int | None) -> int:
+    """How many last hidden layers a head reads: `model.pooling_layers`, at most the body's layers plus its
+    embedding output (a default of 4 on a 2-layer test model reads all 3)."""
+    available = int(getattr(model_config, "num_hidden_layers", 0) or 0) + 1
+    return max(1, min(requested or 1, available))
+
+
+def last_layers(hidden_states, last_hidden_state: torch.Tensor, count: int) -> torch.Tensor:
+    """The last `count` hidden layers concatenated on the feature axis, the last one last. The model's own
+    `last_hidden_state` stands for the top layer: some architectures apply a final norm after the last block that
+    their `hidden_states` tuple does not hold. Pooling is per feature, so pooling this equals concatenating each
+    layer's pooled vector."""
+    if count == 1:
+        return last_hidden_state
+    return torch.cat([*hidden_states[-count:-1], last_hidden_state], dim=-1)

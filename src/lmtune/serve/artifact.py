@@ -16,6 +16,7 @@ from torch import nn
 from lmtune.device import model_device
 from lmtune.errors import LmtuneError
 from lmtune.forms import FULL_MODEL, form_named, peft_form
+from lmtune.models.pooling import head_layers
 from lmtune.serve.forms import Head, ServedAdapter
 from lmtune.serve.kinds import READERS, read_body_part, serve_kind_of
 from lmtune.tasks.classification import ClassificationHead
@@ -154,7 +155,9 @@ def _read_run_files(name: str, folder: Path, model: nn.Module, base_hash: str) -
     body = _body_part(folder, model) if (folder / "adapter_config.json").is_file() else None
     head = None
     if (folder / "head.safetensors").is_file():
-        head = _read_head(folder, [str(label) for label in config["data"]["labels"]], base["pooling"], model)
+        # Runs saved before model.pooling_layers existed read the last layer alone (as rundir._migrated says).
+        layers = head_layers(model.config, config["model"].get("pooling_layers", 1))
+        head = _read_head(folder, [str(label) for label in config["data"]["labels"]], base["pooling"], layers, model)
     if body is None and head is None:
         raise LmtuneError(f"adapter {name!r} holds neither an adapter nor a head; nothing to serve")
     return ServedAdapter(name, folder, body, head, base["id"], config["method"]["name"], form,
@@ -180,17 +183,17 @@ def _adapter_type(folder: Path, config: dict) -> str:
     return str(config["method"]["name"])
 
 
-def _read_head(folder: Path, labels: list[str], pooling: str, model: nn.Module) -> Head:
+def _read_head(folder: Path, labels: list[str], pooling: str, layers: int, model: nn.Module) -> Head:
     """The head the classification task builds, filled from its own file (the file's names are the task's), then
     read as what it is: one linear map on the pooled body."""
-    head = ClassificationHead(model.config.hidden_size, len(labels), pooling).to(model_device(model))
+    head = ClassificationHead(model.config.hidden_size, len(labels), pooling, layers=layers).to(model_device(model))
     try:
         head.load_state_dict(read_tensors(folder / "head.safetensors"))
     except RuntimeError as err:
         raise LmtuneError(f"head.safetensors does not fit a {len(labels)}-label head on the served base "
                           f"({' '.join(str(err).split())[:300]})") from None
     linear = next(module for module in head.modules() if isinstance(module, nn.Linear))
-    return Head(linear.weight.detach().float(), linear.bias.detach().float(), labels, pooling)
+    return Head(linear.weight.detach().float(), linear.bias.detach().float(), labels, pooling, layers)
 
 
 def _body_part(folder: Path, model: nn.Module, config: dict | None = None):

@@ -24,9 +24,10 @@ from lmtune.device import named_device, place
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.generation import end_ids_of
 from lmtune.models.loading import backbone_kind, load_backbone
+from lmtune.models.pooling import last_layers
 from lmtune.serve.artifact import read_adapter
 from lmtune.serve.chat import chat_prompt
-from lmtune.serve.classify import forward_heads
+from lmtune.serve.classify import forward_heads, head_layers_of
 from lmtune.serve.config import EngineConfig
 from lmtune.serve.forms import ServedAdapter
 from lmtune.serve.inputs import build_inputs, gather_text
@@ -109,6 +110,7 @@ class Engine(Scheduler):
         self.tokenizer = backbone.tokenizer
         self.base_path, self.weights_hash = backbone.path, backbone.weights_hash
         self.pooling, self.normalize_embeddings = backbone.pooling, normalizes(backbone.path)
+        self.hidden_size = int(self.model.config.hidden_size)
         self.end_ids = end_ids_of(self.tokenizer, self.model)
         self.context = int(getattr(config, "max_position_embeddings", 0) or 2048)
         self.vocab_size = self.model.get_input_embeddings().num_embeddings
@@ -321,12 +323,15 @@ class Engine(Scheduler):
     def text_hidden_states(self, token_rows: Sequence[list[int]], adapters: Sequence[ServedAdapter | None],
                            reference: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The body's last hidden states at each row's text positions, and their mask: all rows in one pass, each
-        with its adapter (what classification heads read). Decoders pad on the left, encoders on the right, as
-        each was trained to be read."""
+        with its adapter (what classification heads read). Where a row's head reads several layers, the last as
+        many as any row needs, concatenated on the feature axis (the top one last; `classify.top_layers`).
+        Decoders pad on the left, encoders on the right, as each was trained to be read."""
         inputs = build_inputs(self.model.get_input_embeddings(), token_rows, adapters,
                               left_pad=self.base_kind == "decoder", pad_id=self.tokenizer.pad_token_id)
+        layers = max(head_layers_of(adapter) for adapter in adapters)
         with self.hooks.active(BatchPlan(adapters, reference)):
-            hidden = self.body(**inputs.model_kwargs(), use_cache=False).last_hidden_state
+            output = self.body(**inputs.model_kwargs(), use_cache=False, output_hidden_states=layers > 1)
+        hidden = last_layers(output.hidden_states, output.last_hidden_state, layers)
         return gather_text(hidden, inputs), inputs.text_mask
 
     @torch.inference_mode()

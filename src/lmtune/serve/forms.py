@@ -55,6 +55,8 @@ class Head:
     bias: torch.Tensor  # [labels]
     labels: list[str]
     pooling: str
+    layers: int = 1
+    """How many of the body's last hidden layers it reads, concatenated (model.pooling_layers, resolved)."""
 
     def tensors(self) -> list[torch.Tensor]:
         return [self.weight, self.bias]

@@ -17,16 +17,18 @@ from lmtune.data.splits import Splits, split_off_validation, stratified_sample
 from lmtune.device import to_model_device
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.metrics import classification_metrics
-from lmtune.models.pooling import pool
+from lmtune.models.pooling import head_layers, last_layers, pool
 from lmtune.tasks.base import Task, TaskModel, register_task
 
 
 class ClassificationHead(nn.Module):
-    def __init__(self, hidden_size: int, num_labels: int, pooling: str, dropout: float = 0.1):
+    def __init__(self, hidden_size: int, num_labels: int, pooling: str, dropout: float = 0.1, layers: int = 1):
         super().__init__()
         self.pooling = pooling
+        self.layers = layers
+        """How many of the body's last hidden layers it reads, concatenated (the last one last)."""
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(hidden_size, num_labels)
+        self.classifier = nn.Linear(hidden_size * layers, num_labels)
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.classify(pool(hidden, attention_mask, self.pooling))
@@ -45,7 +47,11 @@ class SequenceClassifier(TaskModel):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        hidden = self.body(**inputs).last_hidden_state
+        if self.head.layers == 1:
+            hidden = self.body(**inputs).last_hidden_state
+        else:
+            output = self.body(**inputs, output_hidden_states=True)
+            hidden = last_layers(output.hidden_states, output.last_hidden_state, self.head.layers)
         return pool(hidden, attention_mask, self.head.pooling)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **_: Any):
@@ -123,7 +129,8 @@ class ClassificationTask(Task):
                 )
 
     def build_model(self, backbone) -> SequenceClassifier:
-        head = ClassificationHead(backbone.body.config.hidden_size, len(self.labels), backbone.pooling)
+        layers = head_layers(backbone.body.config, self.cfg.model.pooling_layers)
+        head = ClassificationHead(backbone.body.config.hidden_size, len(self.labels), backbone.pooling, layers=layers)
         return SequenceClassifier(backbone, head)
 
     def _texts(self, rows: dict[str, list]) -> tuple[list[str], list[str] | None]:

@@ -1,8 +1,8 @@
 """A frozen body's pooled features, computed once per split and cached in the run directory.
 
-The cache key is everything the features depend on: the base model's weights hash, the pooling and dtype, and the
-encoded inputs themselves (token ids, attention mask, segment ids). Hashing the encoded inputs rather than the
-files covers the data, the columns, the text template, `model.max_length` and the tokenizer at once, so a changed
+The cache key is everything the features depend on: the base model's weights hash, the pooling, the layers read
+and the dtype, and the encoded inputs themselves (token ids, attention mask, segment ids). Hashing the encoded
+inputs rather than the files covers the data, the columns, the text template, `model.max_length` and the tokenizer at once, so a changed
 base or changed data can never be served a stale file.
 """
 
@@ -25,11 +25,11 @@ INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def features_key(model, encoded) -> str:
-    """sha256 over the base weights hash, pooling, dtype and the encoded rows."""
+    """sha256 over the base weights hash, pooling, layers read, dtype and the encoded rows."""
     digest = hashlib.sha256()
     body_dtype = str(next(model.body.parameters()).dtype)
     identity = {"base": model.backbone.weights_hash, "pooling": model.head.pooling, "dtype": body_dtype,
-                "head": type(model.head).__name__}
+                "head": type(model.head).__name__, "layers": getattr(model.head, "layers", 1)}
     digest.update(json.dumps(identity, sort_keys=True).encode())
     for key in INPUT_KEYS:
         if key in encoded.column_names:
@@ -54,7 +54,7 @@ def compute_features(model, encoded, collator, batch_size: int) -> torch.Tensor:
         chunks.append(model.features(**batch).float().cpu())
     model.train(was_training)
     if not chunks:
-        return torch.zeros(0, model.body.config.hidden_size)
+        return torch.zeros(0, model.head.classifier.in_features)
     features = torch.empty(len(inputs), chunks[0].size(-1))
     features[torch.tensor([i for rows in batches for i in rows])] = torch.cat(chunks)
     return features
