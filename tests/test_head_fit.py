@@ -93,6 +93,7 @@ def test_a_head_on_a_frozen_body_reads_the_last_layers_and_a_trained_body_the_to
     assert resolved({"name": "freeze"}).model.pooling_layers == 4
     assert resolved({"name": "freeze", "train_last_layers": 1}).model.pooling_layers == 1
     assert resolved({"name": "lora"}).model.pooling_layers == 1
+    assert resolved({"name": "p_tuning"}).model.pooling_layers == 4, "prompt methods leave the body frozen too"
     assert resolved({"name": "lora"}, pooling_layers=2).model.pooling_layers == 2, "the user's setting is kept"
     assert resolved({"name": "freeze"}, pooling_layers=1).model.pooling_layers == 1
 

@@ -59,9 +59,9 @@ class ModelConfig(StrictModel):
     pooling_layers: int | None = Field(None, gt=0)
     """How many of the body's last hidden layers a classification head reads, each pooled as `pooling` says and
     concatenated (the embedding output counts as a layer; at most all of them). None: the strategy's default, 4
-    for a head on a frozen body (`method.name=freeze`, the feature-based recipe of BERT's paper: a frozen top
-    layer is tuned to the pre-training objective, the layers below it hold more of what a new task needs;
-    benchmarks/RESULTS.md measures it), 1 wherever the body trains."""
+    where the body's weights stay frozen (`freeze` head only, prompt tuning, p-tuning: the feature-based recipe of
+    BERT's paper; a frozen top layer is shaped by the pre-training objective, the layers below it hold more of
+    what a new task needs; benchmarks/RESULTS.md measures it), 1 wherever the body's weights train."""
     max_length: int | None = Field(None, gt=0)
     """Inputs (prompt plus response for generative tasks) are cut to this many tokens; none takes the task's
     default (128 for classification and tagging, 256 for instruction and translation: the LLM-Adapters cut-off)."""

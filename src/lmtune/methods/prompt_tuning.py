@@ -41,6 +41,7 @@ class PromptTuning(PeftStrategy):
     peft_type = "PROMPT_TUNING"
     form = VIRTUAL_TOKENS
     default_learning_rate = 3e-2
+    default_pooling_layers = 4  # the body stays frozen: a head reads its last four layers (see model.pooling_layers)
     summary = "trainable soft-prompt embeddings before the input (PEFT prompt tuning)"
 
     def peft_config(self, model) -> PromptTuningConfig:
