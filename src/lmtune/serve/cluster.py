@@ -181,6 +181,7 @@ def start_local(cfg: ClusterConfig, host: str, port: int) -> None:
     it, tests/conftest.py too); otherwise Ray resolves 127.0.0.1 to the machine's address and listens there."""
     import ray
 
+    _check_paths(cfg)
     cpus = max(os.cpu_count() or 1, math.ceil(cfg.replicas * cfg.cpus_per_replica))
     try:
         # address="local": a new Ray even where $RAY_ADDRESS names a cluster (that is `serve run`'s business).
@@ -192,9 +193,32 @@ def start_local(cfg: ClusterConfig, host: str, port: int) -> None:
     try:
         serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
         serve.run(build(cfg), name="lmtune", route_prefix="/")
-    except Exception as err:  # noqa: BLE001 - a replica that failed to start (Ray says why) or a port taken
+    except Exception as err:  # noqa: BLE001 - a replica that failed to start, a port taken
+        why = _deployment_errors() or f"{type(err).__name__}: {err}"
         stop_local()
-        raise LmtuneError(f"the {cfg.replicas} replicas did not start: {err}") from None
+        raise LmtuneError(f"the {cfg.replicas} replicas did not start: {why}") from None
+
+
+def _check_paths(cfg: ClusterConfig) -> None:
+    """Here, not in N replicas after Ray's retries: a wrong base or root fails at once, and a bundled GGUF base is
+    converted once into the cache (not by every replica at the same time)."""
+    from pathlib import Path
+
+    from lmtune.config.schema import ModelConfig
+    from lmtune.models.loading import resolve_model_path
+
+    resolve_model_path(ModelConfig(name=cfg.base))
+    if cfg.adapters and not Path(cfg.adapters).is_dir():
+        raise LmtuneError(f"adapter root {cfg.adapters} is not a folder")
+
+
+def _deployment_errors() -> str:
+    """The last line of each failed deployment's message (its constructor's exception), from `serve.status()`."""
+    with contextlib.suppress(Exception):  # Serve itself may be what failed
+        lines = [d.message.strip().splitlines()[-1] for app in serve.status().applications.values()
+                 for d in app.deployments.values() if d.message.strip()]
+        return "; ".join(lines)
+    return ""
 
 
 def stop_local() -> None:
