@@ -161,17 +161,21 @@ class Router:
 def build(cfg: ClusterConfig) -> serve.Application:
     """The application: `cfg.replicas` engines and one router in front."""
     queue = cfg.engine.max_queue + cfg.engine.max_batch_size  # the engine's own 429 comes before Ray's queue
+    # Ray's replicas sleep this long before checking for requests still running when they stop (2 s by default)
+    drain = {"graceful_shutdown_wait_loop_s": 0.5}
     engines = EngineReplica.options(
-        num_replicas=cfg.replicas, max_ongoing_requests=queue,
+        num_replicas=cfg.replicas, max_ongoing_requests=queue, **drain,
         ray_actor_options={"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica},
     ).bind(cfg)
-    return Router.options(max_ongoing_requests=queue * cfg.replicas).bind(engines, cfg.api_keys,
-                                                                          int(cfg.max_body_mb * 2**20))
+    return Router.options(max_ongoing_requests=queue * cfg.replicas, **drain).bind(
+        engines, cfg.api_keys, int(cfg.max_body_mb * 2**20))
 
 
-def app_builder(args: ClusterConfig) -> serve.Application:
-    """For `serve run lmtune.serve.cluster:app_builder` and a Serve config file's `import_path` (docs/serve.md)."""
-    return build(args)
+def app_builder(args: dict) -> serve.Application:
+    """For `serve run lmtune.serve.cluster:app_builder` and a Serve config file's `import_path` (docs/serve.md):
+    Ray passes the config's `args` as a dict (it would validate a pydantic annotation itself, but reads it only
+    unevaluated, and this module's annotations are strings)."""
+    return build(ClusterConfig.model_validate(args))
 
 
 def start_local(cfg: ClusterConfig, host: str, port: int) -> None:
