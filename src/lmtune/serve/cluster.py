@@ -56,6 +56,11 @@ class EngineReplica:
         # decides what the router remembers; the engine evicts by --memory-budget-mb and reloads on next use.
         self.hold = serve.multiplexed(max_num_models_per_replica=cfg.adapters_per_replica)(hold)
 
+    def check_health(self) -> None:
+        """Ray calls this every few seconds: a replica whose scheduler thread has died is replaced."""
+        if not self.engine.alive():
+            raise RuntimeError(self.engine.failure or "the engine's scheduler thread is not running")
+
     async def catalog(self) -> dict:
         """The base's name and every adapter under the root, rescanned (a run added since start is found)."""
         if self.engine.store.root is not None:
