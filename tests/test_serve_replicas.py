@@ -39,10 +39,9 @@ def served(tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
     from lmtune.models.tiny import build_tiny_model
-    from test_generative import WORDS
 
     folder = tmp_path_factory.mktemp("replicas")
-    model = build_tiny_model("llama", folder / "llama", [" ".join(WORDS), "copy the answer is 0 1 2 3 4 5 6 7 8 9"])
+    model = build_tiny_model("llama", folder / "llama", ["copy red big old 3 7 1", "the answer is 0 1 2 3 4 5 6 7 8 9"])
     configs = {
         "lora": LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"],
                            init_lora_weights=False),
@@ -72,9 +71,10 @@ def replicas(served):
     port = _free_port()
     cfg = ClusterConfig(replicas=2, base=str(model), adapters=str(root), threads=1, api_keys=[API_KEY],
                         engine=EngineConfig(max_batch_size=8, dtype="float32"))
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
     cluster.start_local(cfg, "127.0.0.1", port)
     # Ray's processes (GCS, raylet, agents, the replicas' workers) descend from this one; others' Rays do not.
-    ours = psutil.Process().children(recursive=True)
+    ours = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
     assert any("raylet" in p.name() for p in ours) and len(ours) >= 5, [p.name() for p in ours]
     try:
         yield f"http://127.0.0.1:{port}"
