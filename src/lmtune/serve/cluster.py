@@ -165,6 +165,9 @@ class Router:
 
 def build(cfg: ClusterConfig) -> serve.Application:
     """The application: `cfg.replicas` engines and one router in front."""
+    if cfg.engine.device.startswith("cuda") and cfg.gpus_per_replica == 0:
+        raise LmtuneError(f"device {cfg.engine.device} on replicas needs GPUs reserved for them (--gpus-per-replica, "
+                          "e.g. 1 or 0.5): Ray shows a replica only the GPUs it reserves")
     queue = cfg.engine.max_queue + cfg.engine.max_batch_size  # the engine's own 429 comes before Ray's queue
     # Ray's replicas sleep this long before checking for requests still running when they stop (2 s by default)
     drain = {"graceful_shutdown_wait_loop_s": 0.5}
