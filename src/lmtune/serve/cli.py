@@ -7,9 +7,11 @@ import os
 import sys
 
 from lmtune.config.arguments import add_config_arguments, config_from_arguments
-from lmtune.serve.config import EngineConfig
+from lmtune.serve.config import EngineConfig, ReplicaOptions
 
 API_KEYS_ENV = "LMTUNE_API_KEYS"
+RAY_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""0: a local Ray keeps every port on loopback (despite the name, on Linux too); read when ray is imported."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest request body in MB; larger ones are answered 413 before they are read in full")
     # Every engine setting (batch size, queue, memory budget, device, dtype, ...), from EngineConfig's own fields.
     add_config_arguments(parser.add_argument_group("engine (EngineConfig)"), EngineConfig)
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    # --replicas N and how each replica is sized, from ReplicaOptions (serve/cluster.py runs them on Ray Serve).
+    add_config_arguments(parser.add_argument_group("replicas (ReplicaOptions; N > 1 needs the cluster extra)"),
+                         ReplicaOptions)
+    parser.add_argument("--threads", type=int, help="torch CPU threads, per replica (default: torch's; with "
+                                                    "--replicas, --cpus-per-replica)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
@@ -57,6 +63,10 @@ def run(args: argparse.Namespace) -> None:
     if args.max_body_mb <= 0:
         raise LmtuneError("--max-body-mb must be positive")
     cfg = config_from_arguments(args, EngineConfig)
+    scale = config_from_arguments(args, ReplicaOptions)
+    if scale.replicas > 1:
+        serve_replicas(args, keys, cfg, scale)
+        return
     engine = Engine(args.base, args.adapters, cfg, observer=metrics.observer, num_threads=args.threads)
     app = create_app(engine, keys, metrics=metrics, max_body_bytes=int(args.max_body_mb * 2**20))
     engine.start()
@@ -69,3 +79,31 @@ def run(args: argparse.Namespace) -> None:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
     finally:
         engine.shutdown()
+
+
+def serve_replicas(args: argparse.Namespace, keys: list[str], cfg: EngineConfig, scale: ReplicaOptions) -> None:
+    """`--replicas N`: a local Ray, N engines behind Ray's proxy on --host/--port, until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    from lmtune.errors import LmtuneError
+    from lmtune.serve.config import ClusterConfig
+
+    os.environ.setdefault(RAY_LOOPBACK_ENV, "0")  # before ray is imported (serve/cluster.py imports it)
+    try:
+        from lmtune.serve import cluster
+    except ImportError as err:
+        raise LmtuneError(f"--replicas needs Ray Serve ({err}): pip install 'lmtune[cluster]'") from None
+    config = ClusterConfig(**scale.model_dump(), base=args.base, adapters=args.adapters, engine=cfg,
+                           threads=args.threads, api_keys=keys, max_body_mb=args.max_body_mb)
+    cluster.start_local(config, args.host, args.port)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that Ray is shut down below, not left running
+    print(f"lmtune serve: base {args.base}, {scale.replicas} replicas on Ray Serve; http://{args.host}:{args.port}/v1"
+          f"  (auth {'on' if keys else 'off'}; Ctrl-C stops; logs under /tmp/ray/session_latest/logs/serve)",
+          file=sys.stderr)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop_local()

@@ -15,7 +15,7 @@ PUBLIC_PATHS = ("/health", "/metrics", "/")
 makes carries the key). Everything else (/v1/..., /docs, /openapi.json) needs one."""
 
 
-async def _answer(send, status: int, message: str, type_: str, code: str, headers: dict[str, str] | None = None) -> None:
+async def answer(send, status: int, message: str, type_: str, code: str, headers: dict[str, str] | None = None) -> None:
     body = json.dumps({"error": {"message": message, "type": type_, "code": code, "param": None}}).encode()
     # `connection: close`: the body is left unread, so the server hangs up rather than drain it for keep-alive.
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
@@ -46,10 +46,10 @@ class ApiKeyMiddleware:
         token = token.strip()
         challenge = {"WWW-Authenticate": "Bearer"}
         if scheme.lower() != "bearer" or not token:
-            await _answer(send, 401, "missing API key: send 'Authorization: Bearer <key>'", "authentication_error",
+            await answer(send, 401, "missing API key: send 'Authorization: Bearer <key>'", "authentication_error",
                           "missing_api_key", challenge)
         elif not any(hmac.compare_digest(token.encode(), key) for key in self.keys):
-            await _answer(send, 401, "invalid API key", "authentication_error", "invalid_api_key", challenge)
+            await answer(send, 401, "invalid API key", "authentication_error", "invalid_api_key", challenge)
         else:
             await self.app(scope, receive, send)
 
@@ -72,7 +72,7 @@ class BodyLimitMiddleware:
                    "(--max-body-mb): send less")
         declared = _header(scope, b"content-length")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await _answer(send, 413, message, "invalid_request_error", "body_too_large")
+            await answer(send, 413, message, "invalid_request_error", "body_too_large")
             return
         received, too_large, started = 0, False, False
 
@@ -91,7 +91,7 @@ class BodyLimitMiddleware:
             if too_large:  # whatever the app answers to the failed read, the client hears why
                 if event["type"] == "http.response.start" and not started:
                     started = True
-                    await _answer(send, 413, message, "invalid_request_error", "body_too_large")
+                    await answer(send, 413, message, "invalid_request_error", "body_too_large")
                 return
             started = started or event["type"] == "http.response.start"
             await send(event)
@@ -100,4 +100,4 @@ class BodyLimitMiddleware:
             await self.app(scope, counting_receive, guarded_send)
         except BodyTooLarge:
             if not started:
-                await _answer(send, 413, message, "invalid_request_error", "body_too_large")
+                await answer(send, 413, message, "invalid_request_error", "body_too_large")

@@ -131,6 +131,11 @@ class AdapterStore:
     def names(self) -> list[str]:
         return sorted(self._paths)
 
+    def loaded_names(self) -> list[str]:
+        """The adapters in memory now, least recently used first."""
+        with self._lock:
+            return list(self._loaded)
+
     def is_loaded(self, name: str) -> bool:
         return name in self._loaded
 

@@ -14,9 +14,10 @@ router = APIRouter()
 
 @router.get("/health")
 async def health(engine: EngineDep):
-    """503 once the scheduler thread has stopped: a load balancer takes this replica out."""
+    """503 once the scheduler thread has stopped: a load balancer takes this replica out. `adapters_loaded`: what
+    this server (with --replicas, the replica its `x-lmtune-replica` header names) holds in memory now."""
     body = {"status": "ok", "base": engine.base_name, "base_kind": engine.base_kind,
-            "queue_depth": engine.queue_depth()}
+            "queue_depth": engine.queue_depth(), "adapters_loaded": engine.store.loaded_names()}
     if not engine.alive():
         failure = engine.failure or "the scheduler thread is not running"
         return Response(json.dumps({**body, "status": "dead", "error": failure}), status_code=503,
