@@ -237,6 +237,38 @@ def test_cancelling_a_waiting_request_and_shutting_down_end_every_request(served
     assert all(events[i][-1].finished for i in ids)
 
 
+def test_a_cancel_that_arrives_during_the_prefill_stops_the_request(served, monkeypatch):
+    """Being prefilled, a request is neither waiting nor running; its cancel must not be lost there."""
+    import threading
+
+    engine = Engine(str(served["model"]), served["root"], EngineConfig(dtype="float32"))
+    in_prefill, release = threading.Event(), threading.Event()
+    forward = engine.model.forward
+
+    def slow_first_forward(*args, **kwargs):
+        if not in_prefill.is_set():
+            in_prefill.set()
+            release.wait(10)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(engine.model, "forward", slow_first_forward)
+    events, done = [], threading.Event()
+    request = engine.submit_generation("copy red 3", "lora", SamplingParams(max_tokens=200, ignore_eos=True, n=4),
+                                       lambda e: (events.append(e), e.finished and done.set()))
+    engine.start()
+    try:
+        assert in_prefill.wait(10)
+        engine.cancel(request)
+        release.set()
+        assert done.wait(30)
+        finished = [e for e in events if e.finished]
+        assert {e.finish_reason for e in finished} == {"cancelled"}
+        assert len([e for e in events if e.text]) <= 4, "at most the prefill's own token per row"
+    finally:
+        release.set()
+        engine.shutdown()
+
+
 def test_prefill_groups_keep_similar_lengths_together(served):
     from lmtune.serve.requests import Sequence_
     from lmtune.serve.scheduler import prefill_groups

@@ -82,6 +82,8 @@ class Engine(Scheduler):
         self._queue: deque = deque()
         self._jobs: deque[ClassifyJob] = deque()
         self._cancelled: set[str] = set()
+        self._admitting: set[str] = set()
+        """Requests taken off the queue whose prefill is running: in neither `_queue` nor `_running` yet."""
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stop = False
@@ -233,7 +235,8 @@ class Engine(Scheduler):
             self._wake.notify()
 
     def cancel(self, request_id: str) -> None:
-        """Stop a request: a waiting one leaves the queue at once, a running one at the next step."""
+        """Stop a request: a waiting one leaves the queue at once, one being prefilled or running at its next
+        token."""
         with self._wake:
             waiting = [rows for rows in self._queue if rows[0].id == request_id]
             jobs = [j for j in self._jobs if j.id == request_id]
@@ -242,8 +245,8 @@ class Engine(Scheduler):
             for job in jobs:
                 self._jobs.remove(job)
             running = self._running
-            if running is not None and any(row.id == request_id for row in running.rows):
-                self._cancelled.add(request_id)
+            if request_id in self._admitting or (running is not None and any(row.id == request_id for row in running.rows)):
+                self._cancelled.add(request_id)  # the prefill's own sampling or the next step ends it
             self._wake.notify()
         for sequence in (s for rows in waiting for s in rows):
             sequence.finish("cancelled")

@@ -80,10 +80,14 @@ class Scheduler:
             while self._queue and len(self._queue[0]) <= free:
                 free -= len(self._queue[0])
                 admitted.append(self._queue.popleft())
+            self._admitting = {rows[0].id for rows in admitted}  # a cancel now must still reach them
             self.observer.on_queue(self.queue_depth())
         for group in prefill_groups(admitted, self.cfg.max_scored_prompt_tokens):
             for batch in self._prefill_isolated(group):
                 self._running = batch if self._running is None else self._running.merge(batch)
+        with self._wake:  # cancels of rows that did not survive their prefill have nothing left to stop
+            self._cancelled &= {row.id for row in self._running.rows} if self._running is not None else set()
+            self._admitting = set()
         if self._running is not None:
             self._running = self._decode_isolated(self._running)
 
