@@ -40,6 +40,11 @@ def sharded_backend() -> str | None:
     return "cuda:nccl,cpu:gloo" if cuda_available() else None
 
 
+def names_gpu(name: str) -> bool:
+    """Whether a device name (`--device cuda:1`) asks for a CUDA GPU; asks nothing of CUDA itself."""
+    return name.startswith("cuda")
+
+
 def named_device(name: str) -> torch.device:
     """`auto` → `default_device()`; anything else (`cpu`, `cuda`, `cuda:1`) as torch reads it, checked here so a
     missing GPU is refused with the fix rather than at the first forward."""

@@ -22,6 +22,7 @@ import time
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from lmtune.device import names_gpu
 from lmtune.errors import LmtuneError
 from lmtune.serve.config import ClusterConfig
 from lmtune.serve.forward import ForwardedRequest, adapter_named, read_body, run_app
@@ -165,7 +166,7 @@ class Router:
 
 def build(cfg: ClusterConfig) -> serve.Application:
     """The application: `cfg.replicas` engines and one router in front."""
-    if cfg.engine.device.startswith("cuda") and cfg.gpus_per_replica == 0:
+    if names_gpu(cfg.engine.device) and cfg.gpus_per_replica == 0:
         raise LmtuneError(f"device {cfg.engine.device} on replicas needs GPUs reserved for them (--gpus-per-replica, "
                           "e.g. 1 or 0.5): Ray shows a replica only the GPUs it reserves")
     queue = cfg.engine.max_queue + cfg.engine.max_batch_size  # the engine's own 429 comes before Ray's queue
