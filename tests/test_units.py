@@ -81,6 +81,6 @@ def test_served_bytes_count_the_serving_form_not_the_training_state(tiny_models,
     method = {"name": "p_tuning", "num_virtual_tokens": 4, "encoder_hidden_size": 16}
     result = train(resolve_config(tiny_raw_config(tiny_models["bert"], toy_data, tmp_path, method, max_steps=1)))
     hidden = result.model.body.config.hidden_size
-    head = (hidden + 1) * 2 * 4
+    head = (hidden * result.model.head.layers + 1) * 2 * 4  # a p-tuning head reads several layers
     assert result.metrics["adapter_bytes"] == 4 * hidden * 4 + head, "the encoder's output, 4 tokens × hidden, fp32"
     assert result.metrics["artifact_bytes"] > result.metrics["adapter_bytes"], "the run keeps the encoder to train further"
