@@ -47,3 +47,49 @@ def test_init_from_continues_a_finished_run(tiny_models, toy_data, tmp_path, met
     for name, tensor in first.model.trainable_state_dict().items():
         torch.testing.assert_close(second.model.trainable_state_dict()[name], tensor, rtol=1e-6, atol=1e-6)
     assert second.metrics["accuracy"] == pytest.approx(first.metrics["accuracy"])
+
+
+@pytest.mark.parametrize("residual", [None, False])
+def test_p_tuning_starts_from_its_init_text_when_residual(tiny_models, toy_data, tmp_path, residual):
+    from peft.tuners.p_tuning.model import PromptEncoder
+
+    spec = {"name": "p_tuning", "num_virtual_tokens": 5, "encoder_hidden_size": 16, "init_text": "great or awful"}
+    if residual is not None:
+        spec["residual"] = residual
+    result = train(resolve_config(tiny_raw_config(tiny_models["llama"], toy_data, tmp_path, spec, max_steps=1,
+                                                  learning_rate=1e-12, head_learning_rate=1e-12, warmup_ratio=0.0)))
+    cfg = result.config
+    assert cfg.method.residual is (residual is None), "an init_text turns the residual on unless it is set off"
+    body = result.model.body
+    encoder, indices = body.prompt_encoder["default"], torch.arange(5)
+    token_ids = torch.tensor(train_tokenizer_ids(tiny_models["llama"], "great or awful"))
+    prompt = body.get_input_embeddings()(token_ids.repeat(5)[:5])
+    with torch.no_grad():
+        plain = PromptEncoder.forward(encoder, indices)  # PEFT's own encoder: the reference
+        if cfg.method.residual:
+            torch.testing.assert_close(encoder(indices), prompt, rtol=0, atol=1e-6)  # step 0 is the written prompt
+            torch.testing.assert_close(encoder(indices), encoder.embedding(indices) + plain)
+        else:
+            torch.testing.assert_close(encoder(indices), plain)
+            assert not torch.allclose(plain, prompt, atol=1e-3), "PEFT's random layers do not keep the prompt"
+    if cfg.method.residual:
+        _check_old_runs_keep_the_plain_encoder(result.run_dir, tmp_path)
+
+
+def _check_old_runs_keep_the_plain_encoder(run_dir, tmp_path):
+    import yaml
+
+    from lmtune.train.rundir import load_run_config
+
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    del saved["method"]["residual"]
+    old = tmp_path / "old-run"
+    old.mkdir()
+    (old / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert load_run_config(old).method.residual is False, "a run from before method.residual had PEFT's encoder"
+
+
+def train_tokenizer_ids(model_dir, text: str) -> list[int]:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)(text, add_special_tokens=False)["input_ids"]

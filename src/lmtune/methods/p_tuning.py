@@ -3,6 +3,7 @@ initialised from a hand-written prompt, and runs that can be trained further (`t
 
 from __future__ import annotations
 
+import types
 from typing import Any, Literal
 
 import torch
@@ -32,6 +33,10 @@ class PTuningMethodConfig(MethodConfig):
     """A hand-written prompt whose token embeddings become the encoder's input embeddings (repeated to fill
     `num_virtual_tokens`); none: an instruction naming the task's labels ("Classify the text as negative, neutral or
     positive."), or PEFT's random start for tasks without labels."""
+    residual: bool | None = None
+    """Add the encoder's input to its output, the encoder's last layer starting at zero, so that training starts
+    from `init_text`'s own embeddings (PEFT's encoder maps its input through random layers, which loses the prompt);
+    none: on whenever there is an `init_text` (the task's label prompt included), off otherwise."""
 
 
 ENCODERS = {"mlp": PromptEncoderReparameterizationType.MLP, "lstm": PromptEncoderReparameterizationType.LSTM}
@@ -61,11 +66,18 @@ class PTuning(PeftStrategy):
 
     def defaults(self, labels: list[str] | None) -> dict[str, Any]:
         # PEFT's encoder input is random; starting from the task's own words is what prompt tuning's text init does.
-        return {"method.init_text": label_prompt(labels)} if labels and not self.cfg.init_text else {}
+        init_text = self.cfg.init_text or (label_prompt(labels) if labels else None)
+        changes: dict[str, Any] = {"method.init_text": init_text} if init_text != self.cfg.init_text else {}
+        if self.cfg.residual is None:
+            changes["method.residual"] = init_text is not None
+        return changes
 
     def after_wrap(self, model) -> None:
+        encoder = model.body.prompt_encoder["default"]
         if self.cfg.init_text:
             init_from_text(model, self.cfg.init_text)
+        if self.cfg.residual:
+            make_residual(encoder)
 
 
 @torch.no_grad()
@@ -78,6 +90,21 @@ def init_from_text(model, text: str) -> None:
     ids = torch.tensor(token_ids, device=encoder_input.device).repeat(encoder_input.size(0) // len(token_ids) + 1)
     word_embeddings = model.body.get_input_embeddings()
     encoder_input.copy_(word_embeddings(ids[: encoder_input.size(0)]).to(encoder_input.dtype))
+
+
+@torch.no_grad()
+def make_residual(encoder) -> None:
+    """Output = input + encoder(input), the last linear layer zeroed: the virtual tokens start as the input
+    embeddings and the encoder learns a correction. The forward is replaced on this instance only, so PEFT's saved
+    prompt (its encoder's output) and lmtune's training state keep their usual keys."""
+    last = encoder.mlp_head[-1]
+    last.weight.zero_()
+    last.bias.zero_()
+    encoder.forward = types.MethodType(_residual_forward, encoder)  # a bound method: deepcopy copies it right
+
+
+def _residual_forward(encoder, indices: torch.Tensor) -> torch.Tensor:
+    return encoder.embedding(indices) + type(encoder).forward(encoder, indices)
 
 
 def label_prompt(labels: list[str]) -> str:

@@ -93,13 +93,16 @@ def _migrated(raw: dict) -> dict:
     """A config.yaml written before model.dtype and train.precision existed: such a run loaded its base in
     float32 and trained with `train.bf16` (a user's config saying bf16 is refused with the fix instead). One
     written before model.pooling_layers existed has a head on the last layer alone (every saved config has the
-    key resolved since)."""
+    key resolved since). A p-tuning run from before `method.residual` has PEFT's plain encoder."""
     model, train = raw.get("model") or {}, raw.get("train") or {}
     if "bf16" in train:
         train = {k: v for k, v in train.items() if k != "bf16"} | {"precision": "bf16" if train["bf16"] else "fp32"}
         model = {"dtype": "float32", **model}
     model = {"pooling_layers": 1, **model}
-    return {**raw, "model": model, "train": train}
+    migrated = {**raw, "model": model, "train": train}
+    if (raw.get("method") or {}).get("name") == "p_tuning":
+        migrated["method"] = {"residual": False, **raw["method"]}
+    return migrated
 
 
 def _flat(data: dict, prefix: tuple = ()) -> dict[tuple, Any]:
