@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from lmtune.errors import LmtuneError
@@ -68,9 +69,17 @@ def gguf_to_folder(gguf_path: Path, name: str | None = None) -> Path:
     untied = [k for k in result.missing_keys if k not in tied]
     if untied or result.unexpected_keys:
         raise LmtuneError(f"converting {gguf_path}: weights did not line up ({(untied + result.unexpected_keys)[:5]})")
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    plain.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    os.replace(tmp, target)
+    # A folder of this process's own: two jobs converting at once (two first runs of a study) must not write into
+    # one another's files. The first to finish renames its folder into place; a later one finds it there.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
