@@ -75,9 +75,11 @@ def test_labelled_logits_leave_out_the_prompt_positions(gen_models, gen_data, tm
     task, model = built(gen_config(gen_models["llama"], gen_data, tmp_path, {"name": "lora"}))
     rows = rows_of_different_lengths(task, model)
     packed = DataCollatorWithFlattening(separator_id=-100)(rows)
+    padded = task.collator(model.tokenizer)(rows)
     model.labelled_logits_only = True
-    logits = model(**packed).logits
-    assert logits.shape[1] == int((packed["labels"][:, 1:] != -100).sum()) < packed["input_ids"].shape[1] // 2
+    for batch in (packed, padded):  # row by row: no logits for another row's prompt, nor for padding
+        logits = model(**batch).logits
+        assert logits.shape[0] == int((batch["labels"][:, 1:] != -100).sum()) < batch["input_ids"].numel() // 2
 
 
 def test_packing_applies_to_decoders_and_is_refused_where_it_would_mix_rows(gen_models, gen_data, tmp_path):  # noqa: F811

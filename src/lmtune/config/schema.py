@@ -255,7 +255,8 @@ class TrainConfig(TrainSettings):
     faster. true packs wherever it is exact and refuses a model where it is not."""
     lm_logits: Literal["labelled", "all"] = "labelled"
     """`labelled`: a causal LM computes vocabulary logits only at the positions whose next token is in the loss
-    (the response, by default), not for the prompt (same loss, less compute and memory); `all`: every position."""
+    (the response, by default), row by row: none for the prompt nor for padding (same loss, less compute and
+    memory); `all`: every position."""
     torch_compile: bool | Literal["auto"] = "auto"
     """Compile the model with torch.compile (Trainer's flag). `auto`: on a CUDA GPU only (1.7x for LoRA on an H100
     in issue 19's measurement); on this project's CPUs compilation costs more than a fine-tuning run saves."""

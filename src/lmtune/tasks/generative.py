@@ -6,7 +6,6 @@ Each subclass says how rows become `Example`s and how generations are scored.
 
 from __future__ import annotations
 
-import inspect
 from abc import abstractmethod
 from typing import Any
 
@@ -69,25 +68,30 @@ class GenerativeModel(TaskModel):
         return self.body(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **extra)
 
     def can_keep_logits(self) -> bool:
-        """Decoders whose LM takes `logits_to_keep` as indices, under an adapter that keeps the positions (asked
-        once, by the trainer setup: not per step, where torch.compile would trace it)."""
+        """Decoders with an output-embeddings module (the LM head) under an adapter that keeps the positions
+        (asked once, by the trainer setup: not per step, where torch.compile would trace it)."""
         if self.encoder_decoder or is_prompt_learning(self.body):
             return False
-        lm = self.body.get_base_model() if hasattr(self.body, "get_base_model") else self.body
-        return "logits_to_keep" in inspect.signature(lm.forward).parameters
+        return self.body.get_output_embeddings() is not None
 
     def _labelled_loss(self, input_ids, attention_mask, labels, num_items_in_batch, extra):
-        """The causal LM loss with logits only at positions t whose target labels[t+1] counts: the same sum of
-        token losses over the same denominator as transformers' ForCausalLMLoss, without the prompt's logits."""
+        """The causal LM loss with logits only at the positions (row, t) whose target labels[row, t+1] counts,
+        row by row: the same sum of token losses over the same denominator as transformers' ForCausalLMLoss,
+        without the logits of prompts and padding. The LM's own forward runs (so whatever it does after its head,
+        such as a soft cap, still applies); a hook hands its head the kept hidden states only, as [N, hidden]."""
         extra = {k: v for k, v in extra.items() if k != "num_items_in_batch"}  # the loss is computed here
         targets = labels[:, 1:]
-        positions = (targets != IGNORE).any(0).nonzero().squeeze(-1)  # shared by the batch's rows (one when packed)
-        output = self.body(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=positions, **extra)
-        kept = targets.index_select(1, positions)
+        counted = targets != IGNORE
+        keep = nn.functional.pad(counted, (0, 1))  # position t predicts t + 1; the last position predicts nothing
+        head = self.body.get_output_embeddings()
+        handle = head.register_forward_pre_hook(lambda _module, args: (args[0][keep], *args[1:]))
+        try:
+            output = self.body(input_ids=input_ids, attention_mask=attention_mask, **extra)
+        finally:
+            handle.remove()
         logits = output.logits.float()
-        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), kept.reshape(-1),
-                                           ignore_index=IGNORE, reduction="sum")
-        count = num_items_in_batch if num_items_in_batch is not None else (kept != IGNORE).sum()
+        loss = nn.functional.cross_entropy(logits, targets[counted], reduction="sum")
+        count = num_items_in_batch if num_items_in_batch is not None else counted.sum()
         output.loss = loss / count
         return output
 
