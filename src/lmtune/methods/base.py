@@ -60,6 +60,9 @@ class Strategy(ABC):
         """The form's name, as metrics.json and `lmtune methods` show it."""
         return self.form.name  # type: ignore[return-value]
 
+    saved_before: ClassVar[dict[str, Any]] = {}
+    """Option values a run saved before the option existed had (`rundir._migrated` fills a saved config with them)."""
+
     def defaults(self, labels: list[str] | None) -> dict[str, Any]:
         """Defaults of this strategy's options that depend on the task, as dotted keys (`lmtune.runconfig.resolve`
         fills them once): `labels` is the task's label set, None for tasks without one."""

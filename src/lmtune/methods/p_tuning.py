@@ -50,6 +50,7 @@ class PTuning(PeftStrategy):
     form = VIRTUAL_TOKENS
     default_learning_rate = 3e-3
     default_pooling_layers = 4  # the body stays frozen: a head reads its last four layers (see model.pooling_layers)
+    saved_before = {"residual": False}  # runs from before method.residual have PEFT's plain encoder
     keeps_training_state = True  # PEFT keeps only the encoder's output; the encoder itself is needed to train on
     summary = "a prompt encoder (MLP/LSTM) produces virtual tokens; optional init from a hand-written prompt"
 

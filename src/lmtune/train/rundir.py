@@ -12,6 +12,7 @@ import yaml
 import lmtune
 from lmtune.errors import LmtuneError
 from lmtune.io import check_made_folder, check_writable_location, make_writable_dir, remove_made_folder, sha256_files
+from lmtune.methods import STRATEGIES
 from lmtune.runconfig import RunConfig, resolve_config
 from lmtune.train import ranks
 
@@ -93,15 +94,16 @@ def _migrated(raw: dict) -> dict:
     """A config.yaml written before model.dtype and train.precision existed: such a run loaded its base in
     float32 and trained with `train.bf16` (a user's config saying bf16 is refused with the fix instead). One
     written before model.pooling_layers existed has a head on the last layer alone (every saved config has the
-    key resolved since). A p-tuning run from before `method.residual` has PEFT's plain encoder."""
+    key resolved since). A method section gets the values its strategy's options had before they existed (`Strategy.saved_before`)."""
     model, train = raw.get("model") or {}, raw.get("train") or {}
     if "bf16" in train:
         train = {k: v for k, v in train.items() if k != "bf16"} | {"precision": "bf16" if train["bf16"] else "fp32"}
         model = {"dtype": "float32", **model}
     model = {"pooling_layers": 1, **model}
     migrated = {**raw, "model": model, "train": train}
-    if (raw.get("method") or {}).get("name") == "p_tuning":
-        migrated["method"] = {"residual": False, **raw["method"]}
+    method = raw.get("method") or {}
+    if method.get("name") in STRATEGIES.names():
+        migrated["method"] = {**STRATEGIES.get(method["name"]).saved_before, **method}
     return migrated
 
 
