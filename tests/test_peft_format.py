@@ -62,7 +62,7 @@ def test_p_tuning_starts_from_its_init_text_when_residual(tiny_models, toy_data,
     assert cfg.method.residual is (residual is None), "an init_text turns the residual on unless it is set off"
     body = result.model.body
     encoder, indices = body.prompt_encoder["default"], torch.arange(5)
-    token_ids = torch.tensor(train_tokenizer_ids(tiny_models["llama"], "great or awful"))
+    token_ids = torch.tensor(result.model.tokenizer("great or awful", add_special_tokens=False)["input_ids"])
     prompt = body.get_input_embeddings()(token_ids.repeat(5)[:5])
     with torch.no_grad():
         plain = PromptEncoder.forward(encoder, indices)  # PEFT's own encoder: the reference
@@ -88,8 +88,3 @@ def _check_old_runs_keep_the_plain_encoder(run_dir, tmp_path):
     (old / "config.yaml").write_text(yaml.safe_dump(saved))
     assert load_run_config(old).method.residual is False, "a run from before method.residual had PEFT's encoder"
 
-
-def train_tokenizer_ids(model_dir, text: str) -> list[int]:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_dir)(text, add_special_tokens=False)["input_ids"]

@@ -74,11 +74,10 @@ class PTuning(PeftStrategy):
         return changes
 
     def after_wrap(self, model) -> None:
-        encoder = model.body.prompt_encoder["default"]
         if self.cfg.init_text:
             init_from_text(model, self.cfg.init_text)
         if self.cfg.residual:
-            make_residual(encoder)
+            make_residual(model.body.prompt_encoder["default"])
 
 
 @torch.no_grad()

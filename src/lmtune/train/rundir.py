@@ -94,7 +94,8 @@ def _migrated(raw: dict) -> dict:
     """A config.yaml written before model.dtype and train.precision existed: such a run loaded its base in
     float32 and trained with `train.bf16` (a user's config saying bf16 is refused with the fix instead). One
     written before model.pooling_layers existed has a head on the last layer alone (every saved config has the
-    key resolved since). A method section gets the values its strategy's options had before they existed (`Strategy.saved_before`)."""
+    key resolved since). A method section gets the values its strategy's options had before they existed
+    (`Strategy.saved_before`)."""
     model, train = raw.get("model") or {}, raw.get("train") or {}
     if "bf16" in train:
         train = {k: v for k, v in train.items() if k != "bf16"} | {"precision": "bf16" if train["bf16"] else "fp32"}
