@@ -87,4 +87,3 @@ def _check_old_runs_keep_the_plain_encoder(run_dir, tmp_path):
     old.mkdir()
     (old / "config.yaml").write_text(yaml.safe_dump(saved))
     assert load_run_config(old).method.residual is False, "a run from before method.residual had PEFT's encoder"
-
