@@ -138,7 +138,7 @@ def test_length_grouped_batches_visit_every_row_once_with_less_padding(tiny_mode
 
     def rows_and_padding(config):
         trainer = _trainer(config, tmp_path / "run", task, model, splits, None)
-        grouped = isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
+        grouped = isinstance(trainer._get_train_sampler(), speed.LengthPoolSampler)
         batches = list(trainer.get_train_dataloader())
         rows = sorted(tuple(r[m.bool()].tolist()) for b in batches for r, m in zip(b["input_ids"], b["attention_mask"]))
         return grouped, rows, sum(int((b["attention_mask"] == 0).sum()) for b in batches)
@@ -180,10 +180,42 @@ def test_length_grouped_order_is_a_function_of_seed_and_epoch():
     lengths = [(7 * i) % 23 + 1 for i in range(64)]
 
     def order(epoch: int, seed: int = 3) -> list[int]:
-        sampler = speed.SeededLengthGroupedSampler(4, lengths=lengths, seed=seed)
+        sampler = speed.LengthPoolSampler(4, lengths, seed=seed)
         torch.manual_seed(epoch * 11 + 5)  # the global RNG (what a resumed run restores differently) plays no part
         sampler.set_epoch(epoch)
         return list(sampler)
 
     assert order(0) == order(0) and sorted(order(0)) == list(range(64))
     assert order(1) != order(0) and order(0, seed=4) != order(0)
+
+
+def batch_lengths(order: list[int], lengths: list[int], batch: int) -> list[list[int]]:
+    return [[lengths[i] for i in order[start : start + batch]] for start in range(0, len(order), batch)]
+
+
+def padded_share(order: list[int], lengths: list[int], batch: int) -> float:
+    cut = batch_lengths(order, lengths, batch)
+    return 1 - sum(map(sum, cut)) / sum(max(b) * len(b) for b in cut)
+
+
+def test_length_pools_pad_less_than_transformers_and_keep_the_batches_random():
+    generator = torch.Generator().manual_seed(0)
+    lengths = (torch.randint(3, 60, (1_000,), generator=generator)).tolist()
+    batch = 16
+    pooled = speed.LengthPoolSampler(batch, lengths, seed=0, pool=50)
+    order = list(pooled)
+    assert sorted(order) == list(range(1_000))
+    cut = batch_lengths(order, lengths, batch)
+    assert max(cut[0]) == max(lengths)  # the longest batch first: out of memory at step 1, not later
+    assert len(cut[-1]) == 1_000 % batch and all(len(b) == batch for b in cut[:-1])  # the short batch last
+    reference = list(LengthGroupedSampler(batch, lengths=lengths, generator=torch.Generator().manual_seed(0)))
+    assert padded_share(order, lengths, batch) < padded_share(reference, lengths, batch) / 2
+    # still random: the batches' order is not sorted by length, and another epoch makes other batches
+    firsts = [b[0] for b in cut[1:-1]]
+    assert firsts != sorted(firsts) and firsts != sorted(firsts, reverse=True)
+    pooled.set_epoch(1)
+    assert {tuple(sorted(order[i : i + batch])) for i in range(0, 1_000, batch)} != {
+        tuple(sorted(list(pooled)[i : i + batch])) for i in range(0, 1_000, batch)}
+    # one pool per batch is the unsorted order, cut as it comes
+    unsorted = list(speed.LengthPoolSampler(batch, lengths, seed=0, pool=1))
+    assert padded_share(unsorted, lengths, batch) > padded_share(reference, lengths, batch)

@@ -217,6 +217,7 @@ def _trainer(cfg: RunConfig, run_dir: Path, task, model, splits, callbacks) -> L
         compute_metrics=(lambda p: scalar_metrics(metric_fn(p.predictions, p.label_ids))) if metric_fn else None,
         callbacks=[JsonlLog(run_dir / rundir.LOG_FILE), *early_stopping, *(callbacks or [])],
         head_learning_rate=cfg.train.head_learning_rate,
+        length_pool=cfg.train.length_pool,
     )
     if not cfg.train.show_progress():
         quiet_output(trainer)

@@ -12,7 +12,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import TrainOutput
 from transformers.utils import SAFE_WEIGHTS_NAME
 
-from lmtune.train.speed import SeededLengthGroupedSampler
+from lmtune.train.speed import LengthPoolSampler
 
 
 class LmtuneTrainer(Trainer):
@@ -23,15 +23,15 @@ class LmtuneTrainer(Trainer):
       Trainer's resume and best-model paths load with strict=False, so they work as is.
     - The task head gets its own learning rate. It starts from random weights while the body is pretrained; at a
       full-fine-tuning rate (5e-5) it would barely move in a few hundred steps.
-    - Length-grouped batches are drawn from a generator seeded per epoch (`SeededLengthGroupedSampler`), so a
-      resumed run replays the batches an unbroken one would have seen.
+    - Length-grouped batches come from lmtune's `LengthPoolSampler` (less padding than transformers' sampler,
+      drawn from a generator seeded per epoch, so a resumed run replays the batches an unbroken one would have seen).
     - Resuming from the checkpoint written at the last step trains nothing. Trainer (5.24) takes one step more
       when max_steps ends mid-epoch (its epoch loop steps before it checks max_steps), so a run killed during
       its final evaluation or save would end one optimizer step past the uninterrupted run.
     """
 
-    def __init__(self, *args, head_learning_rate: float | None = None, **kwargs):
-        self.head_learning_rate = head_learning_rate
+    def __init__(self, *args, head_learning_rate: float | None = None, length_pool: int = 50, **kwargs):
+        self.head_learning_rate, self.length_pool = head_learning_rate, length_pool
         super().__init__(*args, **kwargs)
 
     def create_optimizer(self, model=None):
@@ -53,7 +53,7 @@ class LmtuneTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
         if isinstance(sampler, LengthGroupedSampler):  # reproducible under resume (lmtune.train.speed)
-            return SeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths, seed=self.args.seed)
+            return LengthPoolSampler(sampler.batch_size, sampler.lengths, self.args.seed, self.length_pool)
         return sampler
 
     def train(self, resume_from_checkpoint: str | None = None, **kwargs):
