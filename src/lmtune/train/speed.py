@@ -17,8 +17,8 @@ import sys
 from typing import Any
 
 import torch
-from transformers import DataCollatorWithFlattening
 from torch.utils.data import Sampler
+from transformers import DataCollatorWithFlattening
 
 from lmtune.config.schema import TrainConfig
 from lmtune.device import cuda_available
