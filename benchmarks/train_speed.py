@@ -176,6 +176,15 @@ def lmtune_run(work: Work, out: Path, options: dict) -> dict:
     return measured_train(trainer)
 
 
+def lmtune_options(variant: str) -> dict:
+    """`lmtune` is lmtune's defaults; `lmtune:fast_dropout=false:length_pool=1` switches train options off, one at a
+    time, to measure what each is worth (values are read as YAML)."""
+    import yaml
+
+    pairs = [item.split("=", 1) for item in variant.split(":")[1:]]
+    return {key: yaml.safe_load(value) for key, value in pairs}
+
+
 def baseline_run(work: Work, out: Path, variant: str) -> dict:
     """PEFT + Trainer as PEFT's examples write it."""
     import transformers
@@ -355,7 +364,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: --epochs)")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=3, help="rounds; every variant runs once per round")
-    parser.add_argument("--variants", default=None, help="comma list of lmtune,plain,grouped,compile")
+    parser.add_argument("--variants", default=None, help="comma list of lmtune,plain,grouped,compile; lmtune:key=value:... runs lmtune with train options changed")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--json", action="store_true", help="print one JSON object and nothing else on stdout")
@@ -379,7 +388,8 @@ def main(argv: list[str] | None = None) -> dict:
             for i in range(len(variants)):
                 name = variants[(i + round_) % len(variants)]
                 out = folder / f"{name}-{round_}"
-                result = lmtune_run(work, out, {}) if name == "lmtune" else baseline_run(work, out, name)
+                result = (lmtune_run(work, out, lmtune_options(name)) if name.startswith("lmtune")
+                          else baseline_run(work, out, name))
                 print(f"round {round_} {name}: {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})}",
                       file=sys.stderr, flush=True)
                 runs[name].append(result)
