@@ -25,8 +25,9 @@ MADE_BY_LMTUNE = (PROVENANCE_FILE,)  # a folder holding it is a run lmtune made,
 # Settings that may differ when a killed run is resumed: they say how to run, not what is trained.
 RESUME_FREE_KEYS = {("train", "resume"), ("train", "progress"), ("train", "num_threads"), ("output", "overwrite")}
 # How the same computation runs (lmtune.train.speed): a run killed for memory may resume with checkpointing on.
+# fast_dropout draws other masks from the same distribution (its `auto` differs between a CPU and a GPU machine).
 RESUME_FREE_KEYS |= {("train", key) for key in ("packing", "lm_logits", "torch_compile", "liger_kernel",
-                                                "gradient_checkpointing")}
+                                                "gradient_checkpointing", "fast_dropout")}
 
 
 def run_dir_of(cfg: RunConfig) -> Path:
