@@ -62,6 +62,7 @@ class Work:
     tokenizer: object = None
     num_labels: int = 2
     lora_targets: list[str] | str | None = None
+    held_out: object = None  # encoded validation rows every variant is scored on after training
     extra: dict = field(default_factory=dict)
 
 
@@ -129,7 +130,23 @@ def release_memory() -> None:
             pass
 
 
-def measured_train(trainer) -> dict:
+def held_out_loss(model, rows) -> float | None:
+    """The mean loss over held-out rows, one row at a time (no padding, so every variant's model is scored on the
+    very same inputs whatever its collator): the check that speed was not bought with a worse result."""
+    if not rows:
+        return None
+    model.eval()
+    device = next(model.parameters()).device
+    losses = []
+    with torch.no_grad():
+        for row in rows:
+            batch = {k: torch.tensor([row[k]], device=device) for k in ("input_ids", "attention_mask", "labels")}
+            losses.append(float(model(**batch).loss))
+    model.train()
+    return statistics.fmean(losses)
+
+
+def measured_train(trainer, held_out=None) -> dict:
     from lmtune.train.memory import PeakMemory
 
     counter = CountingCollator(trainer.data_collator)
@@ -145,7 +162,7 @@ def measured_train(trainer) -> dict:
             before = peak.peak_bytes
             trainer.train()
         peak_mb = (peak.peak_bytes - before) / 2**20
-    return {**clock.result(), "peak_mb": round(peak_mb, 1)}
+    return {**clock.result(), "peak_mb": round(peak_mb, 1), "held_out_loss": held_out_loss(trainer.model, held_out)}
 
 
 # ---- the variants ------------------------------------------------------------------------------------------------
@@ -173,7 +190,7 @@ def lmtune_run(work: Work, out: Path, options: dict) -> dict:
     backbone = load_backbone(cfg.model, task.backbone_class, cfg.train.seed)
     model = STRATEGIES.build(cfg.method.name, cfg.method).apply(task.build_model(backbone))
     trainer = _trainer(cfg, out, task, model, splits, None)
-    return measured_train(trainer)
+    return measured_train(trainer, work.held_out)
 
 
 def lmtune_options(variant: str) -> dict:
@@ -226,7 +243,7 @@ def baseline_run(work: Work, out: Path, variant: str) -> dict:
     )
     trainer = Trainer(model=model, args=args, train_dataset=work.train_rows, data_collator=collator,
                       processing_class=tokenizer)
-    return measured_train(trainer)
+    return measured_train(trainer, work.held_out)
 
 
 # ---- the work ----------------------------------------------------------------------------------------------------
@@ -272,7 +289,7 @@ def build_work(args, folder: Path) -> Work:
     if args.model == "minilm":
         raw = {"model": {"name": "minilm", **({"max_length": args.seq} if args.seq else {})},
                "data": {"train": str(DATA / "glue_sst2" / "train.tsv"), "validation": str(DATA / "glue_sst2" / "dev.tsv"),
-                        "text_column": "sentence", "max_train_samples": args.rows, "max_eval_samples": 8},
+                        "text_column": "sentence", "max_train_samples": args.rows, "max_eval_samples": 200},
                "task": {"name": "classification"}}
         kind, random_init = "classification", False
     elif args.model in LLAMA_SHAPES:
@@ -285,7 +302,7 @@ def build_work(args, folder: Path) -> Work:
     else:
         raw = {"model": {"name": args.model, **({"max_length": args.seq} if args.seq else {})},
                "data": {"train": str(DATA / "llm_adapters" / "ft-training_set" / "math_data.json"),
-                        "max_train_samples": args.rows, "max_eval_samples": 4},
+                        "max_train_samples": args.rows, "max_eval_samples": 32},
                "task": {"name": "instruction"}}
         kind, random_init = "causal", False
     raw.update(method=method, train=train, output={"dir": str(folder / "runs")})
@@ -293,10 +310,12 @@ def build_work(args, folder: Path) -> Work:
     task = build_task(cfg)
     model_path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(model_path)
-    rows = task.encode(task.load_data().train, tokenizer)
+    splits = task.load_data()
+    rows = task.encode(splits.train, tokenizer)
+    held_out = task.encode(splits.validation, tokenizer) if splits.validation is not None else None
     model_type = json.loads((model_path / "config.json").read_text())["model_type"]
     return Work(raw, kind, model_path, random_init, rows, tokenizer, len(cfg.data.labels or []) or 2,
-                default_lora_targets(model_type), {"learning_rate": cfg.train.learning_rate})
+                default_lora_targets(model_type), held_out, {"learning_rate": cfg.train.learning_rate})
 
 
 # ---- the report --------------------------------------------------------------------------------------------------
@@ -306,7 +325,8 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
     summary = {}
     for name, results in runs.items():
         entry: dict = {}
-        for key in ("tokens_per_s", "wall_tokens_per_s", "step_s", "first_step_s", "peak_mb", "final_loss"):
+        for key in ("tokens_per_s", "wall_tokens_per_s", "step_s", "first_step_s", "peak_mb", "final_loss",
+                    "held_out_loss"):
             values = [r[key] for r in results if r.get(key) is not None]
             if values:
                 entry[key] = statistics.median(values)
@@ -344,14 +364,15 @@ def mfu(entry: dict, parameters: int) -> float | None:
 def print_table(report: dict) -> None:
     print(f"\n{report['machine']}; threads {report['threads']}; load {report['load_before']} -> {report['load_after']}")
     print(f"command: {report['command']}\n")
-    print("| variant | real tokens/s (median, spread) | step s | peak MB | final loss | lmtune / this (speed, memory) |")
-    print("|---|---|---|---|---|---|")
+    print("| variant | real tokens/s (median, spread) | step s | peak MB | final loss | held-out loss | lmtune / this (speed, memory) |")
+    print("|---|---|---|---|---|---|---|")
     lm = report["variants"].get("lmtune", {})
     for name, e in report["variants"].items():
         spread = "–".join(f"{v:.0f}" for v in e.get("tokens_per_s_spread", []))
         ratio = f"{lm.get(f'speed_vs_{name}', '')}×, {lm.get(f'memory_vs_{name}', '')}×" if name != "lmtune" else ""
         print(f"| {name} | {e.get('tokens_per_s', 0):.0f} ({spread}) | {e.get('step_s', 0):.3f} | "
-              f"{e.get('peak_mb', 0):.0f} | {e.get('final_loss', float('nan')):.4f} | {ratio} |")
+              f"{e.get('peak_mb', 0):.0f} | {e.get('final_loss', float('nan')):.4f} | "
+              f"{e.get('held_out_loss') or float('nan'):.4f} | {ratio} |")
 
 
 def main(argv: list[str] | None = None) -> dict:

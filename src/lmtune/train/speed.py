@@ -143,7 +143,7 @@ class LengthPoolSampler(Sampler[int]):
 
     transformers' LengthGroupedSampler sorts pools of min(50, rows / (4 x batch)) batches and keeps each pool's
     batches in sorted order; on 2,000 SST-2 rows at batch 32 that leaves 14% of the batch tokens padding, 6% here
-    (lmtune.train.speed's numbers in benchmarks/RESULTS.md). Its order also comes from the global RNG, which a
+    (benchmarks/RESULTS.md, train_speed). Its order also comes from the global RNG, which a
     resumed run restores differently; a generator seeded per epoch makes a resumed run replay the batches of an
     unbroken one."""
 
