@@ -55,6 +55,7 @@ def test_only_plain_dropouts_with_p_above_zero_are_swapped():
 
     model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1), nn.Dropout(0.0), Custom(0.2), nn.ModuleDict({"a": nn.Dropout(0.3)}))
     assert use_fast_dropout(model) == 2
+    assert use_fast_dropout(model) == 2  # a second call changes nothing
     assert [type(m).__name__ for m in model.modules() if isinstance(m, nn.Dropout)] == [
         "FastDropout", "Dropout", "Custom", "FastDropout"]
     assert model[1].p == 0.1 and isinstance(model[1], nn.Dropout)

@@ -64,10 +64,8 @@ class FastDropout(nn.Dropout):
 
 def use_fast_dropout(model: nn.Module) -> int:
     """Turn every plain `nn.Dropout` with p > 0 in `model` into a FastDropout in place (its class, nothing else:
-    no weights, no saved format change). Returns how many."""
-    swapped = 0
+    no weights, no saved format change). Returns how many FastDropouts the model then has."""
     for module in model.modules():
         if type(module) is nn.Dropout and module.p > 0:
             module.__class__ = FastDropout
-            swapped += 1
-    return swapped
+    return sum(isinstance(m, FastDropout) for m in model.modules())
