@@ -23,9 +23,14 @@ from torch import nn
 LEVELS = 1 << 16  # 16-bit thresholds
 
 
+def dropped_levels(p: float) -> int:
+    """p rounded to a multiple of 2^-16, in units of 2^-16: an element is dropped where its 16 bits fall below it."""
+    return round(p * LEVELS)
+
+
 def kept_fraction(p: float) -> float:
-    """The probability that an element is kept, for dropout probability p (p rounded to a multiple of 2^-16)."""
-    return 1.0 - round(p * LEVELS) / LEVELS
+    """The probability that an element is kept, for dropout probability p."""
+    return 1.0 - dropped_levels(p) / LEVELS
 
 
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
@@ -33,7 +38,7 @@ def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor
     count = shape.numel()
     words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_(-(1 << 63), None)
     bits = words.view(torch.int16)[:count].view(shape)  # uniform on [-32768, 32767], four per 64-bit draw
-    return bits >= round(p * LEVELS) - LEVELS // 2
+    return bits >= dropped_levels(p) - LEVELS // 2
 
 
 class _MaskedScale(torch.autograd.Function):

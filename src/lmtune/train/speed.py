@@ -147,7 +147,7 @@ class LengthPoolSampler(Sampler[int]):
     resumed run restores differently; a generator seeded per epoch makes a resumed run replay the batches of an
     unbroken one."""
 
-    def __init__(self, batch_size: int, lengths: list[int], seed: int, pool: int = 50):
+    def __init__(self, batch_size: int, lengths: list[int], seed: int, pool: int):
         self.batch_size, self.lengths, self.seed, self.pool, self.epoch = batch_size, list(lengths), seed, pool, 0
 
     def set_epoch(self, epoch: int) -> None:  # accelerate and Trainer call this at the start of every epoch

@@ -30,7 +30,7 @@ class LmtuneTrainer(Trainer):
       its final evaluation or save would end one optimizer step past the uninterrupted run.
     """
 
-    def __init__(self, *args, head_learning_rate: float | None = None, length_pool: int = 50, **kwargs):
+    def __init__(self, *args, head_learning_rate: float | None = None, length_pool: int, **kwargs):
         self.head_learning_rate, self.length_pool = head_learning_rate, length_pool
         super().__init__(*args, **kwargs)
 
