@@ -30,7 +30,9 @@ class LmtuneTrainer(Trainer):
       its final evaluation or save would end one optimizer step past the uninterrupted run.
     """
 
-    def __init__(self, *args, head_learning_rate: float | None = None, length_pool: int, **kwargs):
+    def __init__(self, *args, head_learning_rate: float | None = None, length_pool: int | None = None, **kwargs):
+        # length_pool has no default of its own (train.length_pool holds it); callers that never group by length
+        # (continued pre-training) leave it out.
         self.head_learning_rate, self.length_pool = head_learning_rate, length_pool
         super().__init__(*args, **kwargs)
 
@@ -53,6 +55,8 @@ class LmtuneTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
         if isinstance(sampler, LengthGroupedSampler):  # reproducible under resume (lmtune.train.speed)
+            if self.length_pool is None:
+                raise ValueError("LmtuneTrainer groups by length only with length_pool set (train.length_pool)")
             return LengthPoolSampler(sampler.batch_size, sampler.lengths, self.args.seed, self.length_pool)
         return sampler
 
