@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import functools
 import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from lmtune.errors import LmtuneError
@@ -51,15 +55,17 @@ def gguf_to_folder(gguf_path: Path, name: str | None = None) -> Path:
     target = cache_dir() / "models" / f"{name or gguf_path.stem}-{stat.st_size:x}"
     if (target / "config.json").is_file():
         return target
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, file = str(gguf_path.parent), gguf_path.name
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file)
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
+        with gguf_parsed_once():
+            loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file)
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
     except Exception as err:  # noqa: BLE001 - any parse failure means the same thing to the user
         raise LmtuneError(f"{gguf_path} is not a GGUF model transformers can read ({err})") from err
-    config = AutoConfig.from_pretrained(folder, gguf_file=file)
+    # The loaded model's own config: `AutoConfig` would read the file once more.
+    config = copy.deepcopy(loaded.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config)
@@ -83,3 +89,23 @@ def gguf_to_folder(gguf_path: Path, name: str | None = None) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+
+@contextlib.contextmanager
+def gguf_parsed_once() -> Iterator[None]:
+    """Parse a GGUF file once, and build gguf's tensor-name map once, while transformers loads from it.
+
+    transformers reads the file afresh for the config, the weights and the tokenizer (6 s each for SmolLM2's
+    49k-token vocabulary), and its `get_gguf_hf_weights_map` rebuilds the whole name map in every submodule it
+    recurses into (397 times for SmolLM2). Both are only read, so one of each serves every call.
+    """
+    import gguf
+
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    gguf.GGUFReader = functools.lru_cache(maxsize=4)(reader)
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
