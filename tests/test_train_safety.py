@@ -158,8 +158,8 @@ def test_killed_while_checkpointing_resumes_to_the_same_weights(tmp_path, tiny_m
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(SLOW_CHECKPOINTS)
+    # The uninterrupted reference trains beside the killed runs (one thread each, and the machine has two cores).
     reference = _train_process(config, tmp_path / "reference.log", "output.name=reference")
-    assert reference.wait(timeout=300) == 0, (tmp_path / "reference.log").read_text()
     checkpoints = tmp_path / "runs" / "killed" / "checkpoints"
     kills_mid_write, logs = 0, []
     for attempt, kind in enumerate([*KILLS, "none"]):
@@ -174,6 +174,7 @@ def test_killed_while_checkpointing_resumes_to_the_same_weights(tmp_path, tiny_m
         mid_write = _kill_at(process, checkpoints, seen, kind)  # None: it finished
         kills_mid_write += bool(mid_write)
         assert process.returncode == (0 if mid_write is None else -signal.SIGKILL), logs[-1].read_text()
+    assert reference.wait(timeout=300) == 0, (tmp_path / "reference.log").read_text()
     assert (tmp_path / "runs" / "killed" / "metrics.json").is_file()
     assert kills_mid_write >= 2, f"only {kills_mid_write} kill(s) landed inside a checkpoint write"
     assert f"continuing from {checkpoints / f'checkpoint-{MAX_STEPS}'}" in logs[-1].read_text()
