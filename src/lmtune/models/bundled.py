@@ -91,7 +91,6 @@ def gguf_to_folder(gguf_path: Path, name: str | None = None) -> Path:
     return target
 
 
-
 @contextlib.contextmanager
 def gguf_parsed_once() -> Iterator[None]:
     """Parse a GGUF file once, and build gguf's tensor-name map once, while transformers loads from it.
